@@ -1,0 +1,157 @@
+"""The one preprocessing definition: frame -> model input tensor, and map -> frame.
+
+Training, export and the runtime all call :class:`Preprocessor`, and its
+parameters travel in ``manifest.json``, so an exported model sees exactly what
+the training-time model saw.
+
+Example::
+
+    pre = Preprocessor.from_dict({"resize": [224, 224], "crop": None,
+                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    x = pre(frame)            # (1, 3, 224, 224) float32, RGB, normalized
+    full = pre.map_to_frame(map224, frame.shape)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MIN_FRAME_SIDE = 32
+
+
+def validate_frame(frame: object) -> np.ndarray:
+    """Return ``frame`` if it is a usable uint8 mono or BGR image, else raise ``ValueError``.
+
+    Accepted: ``uint8`` arrays of shape (H, W), (H, W, 1) or (H, W, 3), with both
+    sides at least ``MIN_FRAME_SIDE`` pixels.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame dtype must be uint8, got {frame.dtype}")
+    if frame.ndim not in (2, 3):
+        raise ValueError(f"frame must be HxW (mono) or HxWx3 (BGR), got {frame.ndim} dimensions {frame.shape}")
+    if frame.ndim == 3 and frame.shape[2] not in (1, 3):
+        raise ValueError(f"frame must have 1 or 3 channels (BGR), got {frame.shape[2]} channels")
+    if frame.size == 0:
+        raise ValueError(f"frame is empty: shape {frame.shape}")
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_FRAME_SIDE:
+        raise ValueError(f"frame is too small: {w}x{h} pixels, need at least {MIN_FRAME_SIDE} on each side")
+    return frame
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 mono (H, W) or BGR (H, W, 3); ``ValueError`` if it cannot be."""
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"cannot read image file {path}")
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3 and _is_grey(img):
+        img = img[:, :, 0].copy()
+    return img
+
+
+def _is_grey(img: np.ndarray) -> bool:
+    return bool(np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 1], img[:, :, 2]))
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Resize, optional centre crop, BGR->RGB (mono replicated), scale to 0..1, mean/std."""
+
+    resize: tuple[int, int] = (224, 224)          # (height, width) after resize
+    crop: tuple[int, int] | None = None           # (height, width) centre crop, or None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessor":
+        try:
+            crop = d.get("crop")
+            return cls(resize=tuple(int(v) for v in d["resize"]),
+                       crop=tuple(int(v) for v in crop) if crop else None,
+                       mean=tuple(float(v) for v in d["mean"]),
+                       std=tuple(float(v) for v in d["std"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid preprocessing block {d!r}: {exc}") from None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["color"] = "RGB"
+        d["layout"] = "NCHW"
+        d["scale"] = 1.0 / 255.0
+        return d
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """Height and width of the tensor the model receives."""
+        return self.crop if self.crop else self.resize
+
+    def _crop_box(self) -> tuple[int, int, int, int]:
+        rh, rw = self.resize
+        ch, cw = self.input_hw
+        top, left = (rh - ch) // 2, (rw - cw) // 2
+        return top, left, ch, cw
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Turn a uint8 mono/BGR frame into a (1, 3, H, W) float32 tensor."""
+        return self.batch([frame])
+
+    def batch(self, frames: list[np.ndarray]) -> np.ndarray:
+        """Preprocess several frames into one (N, 3, H, W) float32 array."""
+        out = np.empty((len(frames), 3, *self.input_hw), dtype=np.float32)
+        mean = np.asarray(self.mean, np.float32)
+        inv_std = 1.0 / np.asarray(self.std, np.float32)
+        for i, frame in enumerate(frames):
+            rgb = self._to_rgb_resized(validate_frame(frame))
+            x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+            x = (x - mean) * inv_std
+            out[i] = x.transpose(2, 0, 1)
+        return out
+
+    def _to_rgb_resized(self, frame: np.ndarray) -> np.ndarray:
+        rh, rw = self.resize
+        h, w = frame.shape[:2]
+        interp = cv2.INTER_AREA if (h > rh or w > rw) else cv2.INTER_LINEAR
+        small = cv2.resize(frame, (rw, rh), interpolation=interp)
+        if small.ndim == 2 or small.shape[2] == 1:
+            rgb = cv2.cvtColor(small.reshape(rh, rw), cv2.COLOR_GRAY2RGB)
+        else:
+            rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        if self.crop:
+            top, left, ch, cw = self._crop_box()
+            rgb = rgb[top:top + ch, left:left + cw]
+        return rgb
+
+    def map_to_frame(self, input_map: np.ndarray, frame_shape: tuple[int, ...], fill: float | None = None) -> np.ndarray:
+        """Resize a map at model-input size back onto the frame's pixel grid.
+
+        Outside the centre crop (if any) the map holds ``fill`` (default: the map's minimum).
+        """
+        h, w = frame_shape[:2]
+        m = input_map.astype(np.float32, copy=False)
+        if self.crop:
+            top, left, ch, cw = self._crop_box()
+            full = np.full(self.resize, m.min() if fill is None else fill, np.float32)
+            full[top:top + ch, left:left + cw] = m
+            m = full
+        return cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def to_input_grid(self, array: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """Bring a frame-sized map or mask onto the model-input grid (same resize and crop as frames)."""
+        rh, rw = self.resize
+        src = array.astype(np.uint8) if array.dtype == bool else array
+        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+        out = cv2.resize(src, (rw, rh), interpolation=interp)
+        if self.crop:
+            top, left, ch, cw = self._crop_box()
+            out = out[top:top + ch, left:left + cw]
+        return out.astype(bool) if array.dtype == bool else out

@@ -1,0 +1,94 @@
+"""PatchCore scoring: nearest-neighbour patch distances, Eq. 7 image score, anomaly map.
+
+Shared by training (to compute held-out scores and parity references) and the
+runtime, so both score identically.
+
+Example::
+
+    scores = score_embedding(emb[0], index, bank, num_neighbours=9)
+    scores.image_score, scores.patch_map          # float, (h, w) float32
+    amap = smooth_map(scores.patch_map, (224, 224), sigma=4.0)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .index import NeighbourIndex
+
+
+@dataclass
+class PatchScores:
+    image_score: float       # Eq. 7 reweighted score of the most anomalous patch
+    max_patch_score: float   # s*: distance of that patch to its nearest bank patch
+    patch_map: np.ndarray    # (h, w) nearest-neighbour distance per patch
+
+
+def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
+               num_neighbours: int) -> float:
+    """PatchCore Eq. 7: ``1 - exp(|m_test - m*|) / sum_{m in N_b(m*)} exp(|m_test - m|)``.
+
+    ``N_b(m*)`` are the ``b`` bank patches nearest to ``m*`` (which include ``m*``).
+    A test patch whose nearest bank patch sits in a dense neighbourhood gets a
+    weight near ``1 - 1/b``; one whose ``m*`` is isolated is damped.
+    """
+    if num_neighbours <= 1:
+        return 1.0
+    m_star = bank[nearest_id]
+    _, neighbour_ids = index.search(m_star[None, :], k=num_neighbours)
+    ids = neighbour_ids[0]
+    ids = np.concatenate([[nearest_id], ids[ids != nearest_id]])[:num_neighbours]
+    dists = np.linalg.norm(bank[ids].astype(np.float64) - test_patch.astype(np.float64), axis=1)
+    shifted = np.exp(dists - dists.max())
+    return float(1.0 - shifted[0] / shifted.sum())
+
+
+def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
+                    num_neighbours: int = 9) -> PatchScores:
+    """Score one image's patch embedding, shape (D, h, w)."""
+    d, h, w = embedding.shape
+    patches = np.ascontiguousarray(embedding.reshape(d, h * w).T)
+    dist, ids = index.search(patches, k=1)
+    dist, ids = dist[:, 0], ids[:, 0]
+    worst = int(np.argmax(dist))
+    s_star = float(dist[worst])
+    weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours)
+    return PatchScores(image_score=weight * s_star, max_patch_score=s_star,
+                       patch_map=dist.reshape(h, w).astype(np.float32))
+
+
+def smooth_map(patch_map: np.ndarray, input_hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
+    """Bilinear upsampling of the patch map to the model-input size, then Gaussian blur (sigma in input pixels)."""
+    h, w = input_hw
+    up = cv2.resize(patch_map.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    if sigma > 0:
+        ksize = 2 * int(4.0 * sigma + 0.5) + 1
+        up = cv2.GaussianBlur(up, (ksize, ksize), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return up
+
+
+@dataclass(frozen=True)
+class ScoreNormalizer:
+    """Maps raw scores so that the threshold lands on 0.5: ``clip(0.5 + (s - t) / (hi - lo), 0, 1)``.
+
+    ``lo``/``hi`` are the score range seen at calibration (good images' minimum and
+    the larger of the anomalies' maximum or ``2t - lo``), so 0 and 1 mean "as normal /
+    as anomalous as anything calibrated".
+    """
+
+    threshold: float
+    lo: float
+    hi: float
+
+    def __call__(self, raw):
+        span = max(self.hi - self.lo, 1e-12)
+        return np.clip(0.5 + (np.asarray(raw, np.float64) - self.threshold) / span, 0.0, 1.0)
+
+    def with_threshold(self, threshold: float) -> "ScoreNormalizer":
+        return ScoreNormalizer(float(threshold), self.lo, self.hi)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreNormalizer":
+        return cls(float(d["value"]), float(d["norm_lo"]), float(d["norm_hi"]))

@@ -1,0 +1,91 @@
+"""MVTec-layout category folders: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``.
+
+Example::
+
+    ds = MVTecCategory("../shared/data/bottle")     # DatasetError if the layout is wrong
+    ds.train_good()                                  # sorted list of Paths
+    for s in ds.test_samples(): s.path, s.defect_type, s.is_anomalous, s.mask_path
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+class DatasetError(ValueError):
+    """The data folder is missing or not in MVTec layout."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    defect_type: str                # "good" or the defect folder name
+    mask_path: Path | None          # None for good images (and defects without a mask file)
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.defect_type != "good"
+
+    @property
+    def key(self) -> str:
+        """Stable identifier ``<type>/<file name>``, used to list few-shot anomalies."""
+        return f"{self.defect_type}/{self.path.name}"
+
+    def load_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """Bool mask (H, W); all False for good images or a missing mask."""
+        if self.mask_path is None:
+            return np.zeros(shape, bool)
+        m = cv2.imread(str(self.mask_path), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise DatasetError(f"cannot read mask {self.mask_path}")
+        if m.shape != tuple(shape):
+            m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        return m > 127
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+class MVTecCategory:
+    """One category folder in MVTec AD layout."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"data folder {self.root} does not exist")
+        good = self.root / "train" / "good"
+        if not good.is_dir():
+            raise DatasetError(f"{self.root} is not an MVTec-layout category: {good} is missing "
+                               f"(expected train/good, test/<type>, ground_truth/<type>)")
+        if not list_images(good):
+            raise DatasetError(f"{good} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        self.name = self.root.name
+
+    def train_good(self) -> list[Path]:
+        return list_images(self.root / "train" / "good")
+
+    def defect_types(self) -> list[str]:
+        test = self.root / "test"
+        return sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != "good") if test.is_dir() else []
+
+    def test_samples(self) -> list[Sample]:
+        test = self.root / "test"
+        if not test.is_dir():
+            raise DatasetError(f"{self.root} has no test/ folder to evaluate on")
+        samples = []
+        for type_dir in sorted(p for p in test.iterdir() if p.is_dir()):
+            for img in list_images(type_dir):
+                mask = None
+                if type_dir.name != "good":
+                    candidate = self.root / "ground_truth" / type_dir.name / f"{img.stem}_mask.png"
+                    mask = candidate if candidate.is_file() else None
+                samples.append(Sample(img, type_dir.name, mask))
+        if not samples:
+            raise DatasetError(f"{test} holds no images")
+        return samples

@@ -1,0 +1,183 @@
+"""Fit PatchCore on a folder of good images and write a training run dir.
+
+Run dir: ``run.json`` (configuration, threshold, provenance), ``backbone.pt``
+(the backbone's state dict, torchvision key names) and ``memory_bank.npy``.
+``apc-export`` turns it into a deployable model dir.
+
+Example::
+
+    info = fit_patchcore("../shared/data/bottle", "runs/bottle", TrainConfig(backbone="mobilenet_v2"))
+    embedder, info, pre = load_run("runs/bottle")
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from apc_edge.calibration.dataset import MVTecCategory
+from apc_edge.index import ExactIndex
+from apc_edge.preprocess import Preprocessor, load_image
+from apc_edge.scoring import score_embedding
+
+from .backbones import build_backbone
+from .coreset import greedy_coreset
+from .embedder import PatchEmbedder
+from apc_edge.progress import Progress
+
+RUN_INFO = "run.json"
+BACKBONE_FILE = "backbone.pt"
+BANK_FILE = "memory_bank.npy"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a PatchCore model; stored in ``run.json``."""
+
+    backbone: str = "mobilenet_v2"
+    weights: str | None = None            # None: the packaged ImageNet weights; a path; or "random"
+    levels: tuple[int, int] | None = None  # backbone stage indexes; None: the stride-8 and stride-16 stages
+    patch_size: int = 3
+    dim: int | None = None                # channel reduction; None keeps all channels
+    resize: tuple[int, int] = (224, 224)
+    crop: tuple[int, int] | None = None
+    coreset_ratio: float = 0.1
+    projection_dim: int = 128
+    num_neighbours: int = 9
+    map_sigma: float = 4.0
+    holdout: float = 0.1                  # share of train/good kept out of the bank for the threshold
+    seed: int = 0
+    batch_size: int = 8
+    exclude: list[str] = field(default_factory=list)  # extra provenance, e.g. few-shot anomalies used
+
+
+def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
+    return Preprocessor(resize=tuple(cfg.resize), crop=tuple(cfg.crop) if cfg.crop else None,
+                        mean=tuple(backbone.input_mean), std=tuple(backbone.input_std))
+
+
+def split_holdout(paths: list[Path], share: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic split of good images into (bank images, held-out images)."""
+    n_hold = int(round(share * len(paths))) if len(paths) >= 2 else 0
+    n_hold = min(max(n_hold, 1 if share > 0 and len(paths) >= 2 else 0), len(paths) - 1)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    hold = sorted(order[:n_hold].tolist())
+    held = set(hold)
+    return [p for i, p in enumerate(paths) if i not in held], [paths[i] for i in hold]
+
+
+@torch.no_grad()
+def embed_paths(embedder: torch.nn.Module, pre: Preprocessor, paths: Iterable[Path],
+                batch_size: int = 8) -> Iterator[np.ndarray]:
+    """Yield one (D, h, w) float32 embedding per image path, computed in batches."""
+    paths = list(paths)
+    for start in range(0, len(paths), batch_size):
+        batch = pre.batch([load_image(p) for p in paths[start:start + batch_size]])
+        out = embedder(torch.from_numpy(batch)).numpy()
+        yield from out
+
+
+def collect_patches(embedder, pre: Preprocessor, paths: list[Path], batch_size: int) -> np.ndarray:
+    """All patch embeddings of ``paths`` as one (N * h * w, D) float32 array."""
+    grid = embedder.grid(pre.input_hw)
+    per_image = grid[0] * grid[1]
+    feats = np.empty((len(paths) * per_image, embedder.dim), np.float32)
+    with Progress(len(paths), "features") as bar:
+        for i, emb in enumerate(embed_paths(embedder, pre, paths, batch_size)):
+            feats[i * per_image:(i + 1) * per_image] = emb.reshape(embedder.dim, -1).T
+            bar.update(1)
+    return feats
+
+
+def threshold_block(holdout_scores: list[float]) -> dict:
+    """Provisional threshold: the largest held-out good score (refined later by calibration)."""
+    s = np.asarray(holdout_scores, np.float64)
+    t = float(s.max())
+    lo = float(s.min())
+    return {"value": t, "method": "max_holdout_good", "norm_lo": lo, "norm_hi": max(2 * t - lo, t + 1e-6),
+            "n_images": int(s.size)}
+
+
+def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
+                  backbone: torch.nn.Module | None = None, extra: dict | None = None) -> dict:
+    """Build the memory bank from ``data_dir/train/good`` and write the run dir. Returns run info."""
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    data = MVTecCategory(data_dir)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    goods = data.train_good()
+    bank_paths, holdout_paths = split_holdout(goods, cfg.holdout, cfg.seed)
+    if backbone is None:
+        backbone = build_backbone(cfg.backbone, cfg.weights)
+    embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim).eval()
+    pre = make_preprocessor(cfg, backbone)
+    grid = embedder.grid(pre.input_hw)
+
+    t0 = time.perf_counter()
+    feats = collect_patches(embedder, pre, bank_paths, cfg.batch_size)
+    t_feat = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed)
+    bank = np.ascontiguousarray(feats[ids])
+    del feats
+    t_coreset = time.perf_counter() - t0
+
+    index = ExactIndex(bank)
+    hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours).image_score
+                   for e in embed_paths(embedder, pre, holdout_paths, cfg.batch_size)]
+    threshold = threshold_block(hold_scores) if hold_scores else \
+        {"value": float("nan"), "method": "none", "norm_lo": 0.0, "norm_hi": 1.0, "n_images": 0}
+
+    torch.save(backbone.state_dict(), run_dir / BACKBONE_FILE)
+    np.save(run_dir / BANK_FILE, bank, allow_pickle=False)
+    cfg_dict = asdict(cfg)
+    info = {
+        "config": cfg_dict,
+        "backbone": {"name": backbone.name, "levels": list(embedder.levels), "patch_size": cfg.patch_size,
+                     "dim": embedder.dim, "weights": cfg.weights or "imagenet (packaged)"},
+        "preprocess": pre.to_dict(),
+        "patch_grid": list(grid),
+        "embedding_dim": embedder.dim,
+        "scoring": {"num_neighbours": cfg.num_neighbours, "map_sigma": cfg.map_sigma},
+        "threshold": threshold,
+        "holdout_scores": [float(s) for s in hold_scores],
+        "training": {
+            "data_dir": str(Path(data_dir).resolve()), "category": data.name,
+            "n_train_good": len(goods), "n_bank_images": len(bank_paths),
+            "holdout_images": [p.name for p in holdout_paths],
+            "n_patches": len(bank_paths) * grid[0] * grid[1], "bank_size": int(bank.shape[0]),
+            "coreset_ratio": cfg.coreset_ratio, "seed": cfg.seed,
+            "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
+                        "total": round(time.perf_counter() - t_start, 2)},
+            "torch": torch.__version__, "python": platform.python_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    if extra:
+        info.update(extra)
+    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def load_run(run_dir: str | Path) -> tuple[PatchEmbedder, dict, Preprocessor]:
+    """Rebuild the embedder of a run dir from its ``run.json`` and ``backbone.pt`` (weights_only load)."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / RUN_INFO
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run dir: {RUN_INFO} is missing (run apc-train first)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    bb_info = info["backbone"]
+    backbone = build_backbone(bb_info["name"], run_dir / BACKBONE_FILE)
+    embedder = PatchEmbedder(backbone, tuple(bb_info["levels"]), bb_info["patch_size"], bb_info["dim"]).eval()
+    return embedder, info, Preprocessor.from_dict(info["preprocess"])
+
+
+def load_bank(run_dir: str | Path) -> np.ndarray:
+    return np.load(Path(run_dir) / BANK_FILE, allow_pickle=False)
