@@ -1,0 +1,149 @@
+"""EfficientNet-Lite0 cut after its stride-16 stage.
+
+Lite0 is EfficientNet-B0 without squeeze-excitation, with ReLU6 instead of
+swish, and a fixed 32-channel stem. Module names follow the layout of the
+offline ImageNet checkpoint (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``
+...) so that file loads unchanged. ``_blocks`` is built up to index 10:
+
+    block   0    1-2   3-4   5-7   8-10
+    stride  2    4     8     16    16
+    ch      16   24    40    80    112
+
+The weights were trained in TensorFlow, hence two conventions kept here:
+BatchNorm eps 1e-3 (momentum 0.01 in torch terms) and "SAME" padding, which
+pads strided convolutions asymmetrically (the extra row/column at the
+bottom/right) depending on the input size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import FeatureBackbone, init_random_weights_
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+STEM_CHANNELS = 32
+
+# Input scaling the checkpoint was trained with: (x - 127) / 128 on 0..255.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+# MBConv stages of EfficientNet-B0/Lite0: (expansion, kernel, stride of the
+# first block, out channels, repeats). Only the stages up to stride 16.
+STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+)
+
+# Index in ``_blocks`` after which each returned stage ends.
+STAGE_ENDS = (0, 2, 4, 10)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with the TensorFlow-trained checkpoint's eps and momentum."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class SameConv2d(nn.Conv2d):
+    """Bias-free Conv2d with TensorFlow "SAME" padding (output = ceil(input / stride)).
+
+    Stride 1 with an odd kernel pads symmetrically, which plain ``padding=k//2``
+    does. Strided convolutions pad ``k - stride`` (input divisible by the stride)
+    or ``k - input % stride`` in total, the smaller half before: for a
+    stride-2 3x3 conv on an even input that is 0 rows on top, 1 at the bottom.
+
+    Example:
+        >>> SameConv2d(3, 8, 3, stride=2)(torch.zeros(1, 3, 15, 16)).shape
+        torch.Size([1, 8, 8, 8])
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        padding = kernel // 2 if stride == 1 else 0
+        super().__init__(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1):
+            return super().forward(x)
+        pads: list[int] = []
+        # F.pad wants (left, right, top, bottom): width first.
+        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]), (x.shape[-2], self.kernel_size[0], self.stride[0])):
+            total = max(k - (s if size % s == 0 else size % s), 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+class MBConvBlock(nn.Module):
+    """Lite mobile inverted bottleneck: [1x1 expand] -> kxk depthwise -> 1x1 project.
+
+    ReLU6 after the expand and depthwise BatchNorms, none after the projection;
+    identity shortcut when stride is 1 and channels are unchanged.
+
+    Example:
+        >>> MBConvBlock(24, 40, kernel=5, stride=2, expand_ratio=6)(torch.zeros(1, 24, 16, 16)).shape
+        torch.Size([1, 40, 8, 8])
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        hidden = in_ch * expand_ratio
+        self.has_expansion = expand_ratio != 1
+        if self.has_expansion:
+            self._expand_conv = SameConv2d(in_ch, hidden, 1)
+            self._bn0 = batch_norm(hidden)
+        self._depthwise_conv = SameConv2d(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = batch_norm(hidden)
+        self._project_conv = SameConv2d(hidden, out_ch, 1)
+        self._bn2 = batch_norm(out_ch)
+        self._act = nn.ReLU6(inplace=True)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._act(self._bn0(self._expand_conv(x))) if self.has_expansion else x
+        y = self._act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.use_residual else y
+
+
+def build_blocks(stages=STAGES, in_ch: int = STEM_CHANNELS) -> nn.ModuleList:
+    """The ``_blocks`` list for ``stages`` (first block of a stage carries its stride)."""
+    blocks = nn.ModuleList()
+    for expand, kernel, stride, out_ch, repeats in stages:
+        for i in range(repeats):
+            blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
+            in_ch = out_ch
+    return blocks
+
+
+class EfficientNetLite0Features(FeatureBackbone):
+    """EfficientNet-Lite0 stages at strides 2/4/8/16 with 16/24/40/112 channels.
+
+    Example:
+        >>> bb = EfficientNetLite0Features()
+        >>> [f.shape[1:] for f in bb(torch.zeros(1, 3, 64, 64))][-1]
+        torch.Size([112, 4, 4])
+    """
+
+    truncated_sequence = "_blocks"
+
+    def __init__(self) -> None:
+        super().__init__("efficientnet_lite0", (16, 24, 40, 112), LITE_MEAN, LITE_STD)
+        self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = batch_norm(STEM_CHANNELS)
+        self._blocks = build_blocks()
+        self._act = nn.ReLU6(inplace=True)
+        init_random_weights_(self)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self._act(self._bn0(self._conv_stem(x)))
+        outs = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in STAGE_ENDS:
+                outs.append(x)
+        return outs

@@ -1,0 +1,57 @@
+"""Shared fixtures: a small synthetic category, a trained run and exported model dirs.
+
+Real data is read from ``../shared/data`` beside the repo; tests that need it skip
+with a clear message when it is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def real_category(name: str) -> Path:
+    """Path of a real data category, or skip the test with a message naming what is missing."""
+    path = SHARED_DATA / name
+    if not (path / "train" / "good").is_dir():
+        pytest.skip(f"real data {path} not found (it lives in ../shared/data beside the repo): test skipped")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_category(tmp_path_factory) -> Path:
+    from apc_edge.calibration.synthetic import write_synthetic_category
+
+    return write_synthetic_category(tmp_path_factory.mktemp("data") / "washer", n_train=16, n_test_good=4,
+                                    n_test_defect=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_category, tmp_path_factory) -> Path:
+    from apc_edge.export.patchcore import TrainConfig, fit_patchcore
+
+    run = tmp_path_factory.mktemp("run") / "washer"
+    fit_patchcore(synthetic_category, run, TrainConfig(backbone="mobilenet_v2", resize=(160, 160),
+                                                       coreset_ratio=0.25, holdout=0.25))
+    return run
+
+
+@pytest.fixture(scope="session")
+def model_dir_openvino(trained_run, tmp_path_factory) -> Path:
+    from apc_edge.export.model_export import export_model
+
+    out = tmp_path_factory.mktemp("models") / "ov"
+    export_model(trained_run, out, target="openvino")
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir_onnx(trained_run, tmp_path_factory) -> Path:
+    from apc_edge.export.model_export import export_model
+
+    out = tmp_path_factory.mktemp("models") / "onnx"
+    export_model(trained_run, out, target="onnx")
+    return out

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from apc_edge.index import ExactIndex
+from apc_edge.scoring import ScoreNormalizer, eq7_weight, score_embedding, smooth_map
+
+
+def brute_force(q, bank, k):
+    d = np.linalg.norm(q[:, None, :].astype(np.float64) - bank[None].astype(np.float64), axis=2)
+    ids = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, ids, axis=1), ids
+
+
+@pytest.mark.parametrize("k, chunk", [(1, 7), (1, 10000), (5, 13), (9, 1000)])
+def test_exact_index_matches_brute_force(k, chunk):
+    rng = np.random.default_rng(k)
+    bank = rng.standard_normal((300, 16)).astype(np.float32)
+    q = rng.standard_normal((50, 16)).astype(np.float32)
+    d, ids = ExactIndex(bank, chunk=chunk).search(q, k)
+    ref_d, ref_ids = brute_force(q, bank, k)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ids, ref_ids)
+
+
+def test_exact_index_rejects_empty_bank():
+    with pytest.raises(ValueError, match="non-empty"):
+        ExactIndex(np.zeros((0, 4), np.float32))
+
+
+def test_eq7_weight_hand_case():
+    # Bank in 1-D: m* = 0 with neighbours at 0, 1, 2 (b = 3). Test patch at 0.5.
+    bank = np.array([[0.0], [1.0], [2.0], [10.0]], np.float32)
+    w = eq7_weight(np.array([0.5], np.float32), 0, bank, ExactIndex(bank), num_neighbours=3)
+    d = np.array([0.5, 0.5, 1.5])
+    assert w == pytest.approx(1 - np.exp(d[0]) / np.exp(d).sum())
+    assert eq7_weight(np.array([0.5], np.float32), 0, bank, ExactIndex(bank), num_neighbours=1) == 1.0
+
+
+def test_score_embedding_takes_max_patch_and_reweights():
+    rng = np.random.default_rng(3)
+    bank = rng.standard_normal((200, 8)).astype(np.float32)
+    emb = rng.standard_normal((8, 4, 5)).astype(np.float32) * 0.1
+    emb[:, 2, 3] += 6.0                                      # one clearly anomalous patch
+    s = score_embedding(emb, ExactIndex(bank), bank, num_neighbours=9)
+    ref_d, _ = brute_force(emb.reshape(8, -1).T, bank, 1)
+    np.testing.assert_allclose(s.patch_map.ravel(), ref_d[:, 0], rtol=1e-4)
+    assert np.unravel_index(np.argmax(s.patch_map), s.patch_map.shape) == (2, 3)
+    assert s.max_patch_score == pytest.approx(ref_d.max(), rel=1e-4)
+    assert 0 < s.image_score < s.max_patch_score
+
+
+def test_smooth_map_size_and_blur():
+    m = np.zeros((4, 4), np.float32)
+    m[1, 1] = 1.0
+    out = smooth_map(m, (32, 32), sigma=4.0)
+    assert out.shape == (32, 32)
+    assert out.max() < 1.0 and out.min() >= 0.0            # blur spreads the peak
+    assert smooth_map(m, (32, 32), sigma=0).max() > 2 * out.max()   # sigma=0: upsampling only
+
+
+def test_normalizer_puts_threshold_at_half():
+    n = ScoreNormalizer(threshold=2.0, lo=1.0, hi=3.0)
+    assert n(2.0) == pytest.approx(0.5)
+    assert n(1.0) == pytest.approx(0.0) and n(3.0) == pytest.approx(1.0)
+    assert n(100.0) == 1.0 and n(-5.0) == 0.0
+    assert n.with_threshold(2.5)(2.5) == pytest.approx(0.5)

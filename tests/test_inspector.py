@@ -1,0 +1,71 @@
+"""Inspector on exported model dirs: verdicts, maps, bad frames, threshold override."""
+import numpy as np
+import pytest
+
+from apc_edge import Inspector
+from apc_edge.calibration.dataset import MVTecCategory
+from apc_edge.preprocess import load_image
+
+
+@pytest.fixture(scope="module")
+def inspector(model_dir_openvino):
+    return Inspector(model_dir_openvino)
+
+
+def test_defects_score_above_goods(inspector, synthetic_category):
+    samples = MVTecCategory(synthetic_category).test_samples()
+    good = [inspector.check(load_image(s.path)).raw_score for s in samples if not s.is_anomalous]
+    bad = [inspector.check(load_image(s.path)).raw_score for s in samples if s.is_anomalous]
+    assert np.mean(bad) > np.mean(good)
+    assert max(bad) > max(good)
+
+
+def test_result_fields(inspector, synthetic_category):
+    frame = load_image(next(iter(MVTecCategory(synthetic_category).test_samples())).path)
+    r = inspector.check(frame)
+    assert r.anomaly_map.shape == frame.shape[:2] and r.anomaly_map.dtype == np.float32
+    assert 0.0 <= r.score <= 1.0
+    assert r.is_anomalous == (r.raw_score >= inspector.threshold)
+    assert set(r.timings) == {"preprocess", "backbone", "search", "map", "total"}
+    assert inspector.check(frame, with_map=False).anomaly_map is None
+
+
+def test_mono_frame_and_odd_sizes(inspector):
+    rng = np.random.default_rng(0)
+    for shape in [(300, 200), (300, 200, 1), (97, 411, 3)]:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert inspector.check(frame).anomaly_map.shape == shape[:2]
+
+
+@pytest.mark.parametrize("frame, problem", [
+    (np.zeros((100, 100, 3), np.uint16), "dtype"),
+    (np.zeros((100, 100, 2), np.uint8), "channels"),
+    (np.zeros((4, 100), np.uint8), "too small"),
+    (np.zeros((100,), np.uint8), "dimensions"),
+    (None, "ndarray"),
+])
+def test_bad_frames(inspector, frame, problem):
+    with pytest.raises(ValueError, match=problem):
+        inspector.check(frame)
+
+
+def test_threshold_override_moves_verdict_and_normalization(model_dir_openvino, synthetic_category):
+    frame = load_image(MVTecCategory(synthetic_category).test_samples()[0].path)
+    base = Inspector(model_dir_openvino)
+    raw = base.check(frame).raw_score
+    low = Inspector(model_dir_openvino, threshold=raw * 0.5)
+    high = Inspector(model_dir_openvino, threshold=raw * 2.0)
+    assert low.check(frame).is_anomalous and not high.check(frame).is_anomalous
+    base.threshold = raw
+    r = base.check(frame)
+    assert r.is_anomalous and r.score == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="threshold"):
+        base.threshold = -1.0
+
+
+def test_openvino_and_onnxruntime_agree(model_dir_openvino, model_dir_onnx, synthetic_category):
+    ov, ort = Inspector(model_dir_openvino), Inspector(model_dir_onnx)
+    assert ov.backend.name == "openvino" and ort.backend.name == "onnxruntime"
+    for s in MVTecCategory(synthetic_category).test_samples()[:4]:
+        frame = load_image(s.path)
+        assert ov.check(frame).raw_score == pytest.approx(ort.check(frame).raw_score, rel=1e-4)
