@@ -335,6 +335,39 @@ def _tail(hist: np.ndarray) -> np.ndarray:
     return np.cumsum(hist[::-1])[::-1]
 
 
+class _Binner:
+    """Exact ``#(thr <= x)`` per pixel for sorted thresholds, faster than a plain searchsorted.
+
+    Pixels are first put in one of ``fine_bins`` uniform buckets over [lo, hi] by a
+    monotone float formula.  A bucket holding no threshold decides the index by a
+    lookup table; only pixels in buckets that contain a threshold fall back to an
+    exact ``searchsorted``.  The result is identical to
+    ``np.searchsorted(thr, x, side="right")``.
+    """
+
+    def __init__(self, thr: np.ndarray, lo: float, hi: float, fine_bins: int = 1 << 16):
+        self.thr = thr
+        self.lo = float(lo)
+        self.nb = fine_bins
+        self.scale = fine_bins / (float(hi) - self.lo) if hi > lo else 0.0
+        f = self._bucket(thr)  # non-decreasing since thr is sorted and the formula is monotone
+        self.below = np.searchsorted(f, np.arange(fine_bins + 1), side="left")  # #(thresholds in lower buckets)
+        self.shared = np.zeros(fine_bins + 1, dtype=bool)
+        self.shared[f] = True
+
+    def _bucket(self, x: np.ndarray) -> np.ndarray:
+        v = (x.astype(np.float64) - self.lo) * self.scale
+        return np.clip(v, 0.0, float(self.nb)).astype(np.int64)
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        u = self._bucket(x)
+        idx = self.below[u]
+        slow = self.shared[u]
+        if slow.any():
+            idx[slow] = np.searchsorted(self.thr, x[slow], side="right")
+        return idx
+
+
 def pixel_auroc(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> float:
     """Pixel-level AUROC over all pixels of all images (exact, ties count one half).
 
@@ -385,14 +418,15 @@ def pixel_f1(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], *,
     grid = np.r_[np.linspace(px.lo, px.hi, num_bins + 1), q.astype(np.float64)]
     thr = np.unique(grid.astype(px.dtype))  # thresholds representable in the maps' dtype
     k = thr.size
-    hist_all = np.zeros(k, dtype=np.int64)
-    hist_pos = np.zeros(k, dtype=np.int64)
+    binner = _Binner(thr, px.lo, px.hi)
+    hist_all = np.zeros(k + 1, dtype=np.int64)
+    hist_pos = np.zeros(k + 1, dtype=np.int64)
     for m, x in px.pairs():
-        idx = np.searchsorted(thr, x, side="right") - 1  # thr[idx] <= x < thr[idx+1]; idx >= 0 as thr[0] = min
-        hist_all += np.bincount(idx, minlength=k)
-        hist_pos += np.bincount(idx[m], minlength=k)
-    tp = _tail(hist_pos)
-    flagged = _tail(hist_all)
+        idx = binner.index(x)  # pixel flagged at thr[j] iff idx > j
+        hist_all += np.bincount(idx, minlength=k + 1)
+        hist_pos += np.bincount(idx[m], minlength=k + 1)
+    tp = _tail(hist_pos)[1:]
+    flagged = _tail(hist_all)[1:]
     f1 = 2.0 * tp / (flagged + px.n_pos)
     i = k - 1 - int(np.argmax(f1[::-1]))  # highest threshold among equal maxima
     return float(f1[i]), float(thr[i])
@@ -406,9 +440,12 @@ def pro_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], max_fpr: 
     (8-connectivity) of all ground-truth masks of |region & (map >= t)| / |region|;
     FPR(t) is the share of all normal pixels with map >= t.  The first point is
     (0, 0) for ``t = inf``.  Thresholds: just above the highest normal score
-    (FPR 0), ``num_thresholds`` normal-pixel quantiles giving FPRs evenly spaced
-    over [0, max_fpr] (placed from a pixel sample; the reported FPR/PRO values are
-    exact counts), two more just past ``max_fpr``, and the global minimum (FPR 1).
+    (FPR 0), ``num_thresholds`` normal-pixel scores q giving FPRs evenly spaced
+    over [0, max_fpr] plus two just past ``max_fpr``, each used as ``q`` and as the
+    next float above ``q`` (the top of the vertical step PRO makes between two
+    normal scores), and the global minimum (FPR 1): at most
+    ``2 * num_thresholds + 4`` thresholds.  The q are placed from a strided pixel
+    sample (<= ~2M pixels); the reported FPR/PRO values are exact counts.
 
     Example::
 
@@ -428,16 +465,22 @@ def pro_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], max_fpr: 
     targets = np.r_[np.linspace(0.0, mf, num_thresholds)[1:], mf + step, mf + 2 * step]
     targets = targets[targets < 1.0]
     pick = np.clip(np.round((1.0 - targets) * s).astype(np.int64), 0, s - 1)
+    q = neg_sample[pick]
+    # Each level is evaluated at the normal score q and just above it: between two
+    # normal scores PRO rises at constant FPR, and the point just above q is the
+    # top of that vertical step (without it the curve would cut the corner).
+    q_up = np.nextafter(q, px.dtype.type(np.inf))
     above_neg = np.nextafter(px.dtype.type(px.hi_neg), px.dtype.type(np.inf))
-    grid = np.r_[neg_sample[pick].astype(np.float64), float(above_neg), px.lo]
+    grid = np.r_[q.astype(np.float64), q_up.astype(np.float64), float(above_neg), px.lo]
     thr = np.unique(grid.astype(px.dtype))
     k = thr.size
+    binner = _Binner(thr, px.lo, px.hi)
 
     fp_hist = np.zeros(k + 1, dtype=np.int64)
     overlap_hist = np.zeros(k + 1, dtype=np.float64)  # sum over regions of pixel share per bin
     n_regions = 0
     for m2d, (m, x) in zip(px.masks, px.pairs()):
-        idx = np.searchsorted(thr, x, side="right")  # pixel flagged at thr[j] iff idx > j
+        idx = binner.index(x)  # pixel flagged at thr[j] iff idx > j
         fp_hist += np.bincount(idx[~m], minlength=k + 1)
         if not m.any():
             continue

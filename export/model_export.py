@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,10 @@ ONNX_OPSET = 17
 def export_onnx(embedder: torch.nn.Module, input_hw: tuple[int, int], path: Path) -> None:
     """Write the embedder as a single-file ONNX graph (input ``image``, output ``embedding``)."""
     dummy = torch.zeros(1, 3, *input_hw)
-    torch.onnx.export(embedder, (dummy,), str(path), input_names=["image"], output_names=["embedding"],
-                      opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # the TorchScript exporter is the one we want
+        torch.onnx.export(embedder, (dummy,), str(path), input_names=["image"], output_names=["embedding"],
+                          opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
 
 
 def onnx_to_openvino(onnx_path: Path, xml_path: Path, compress_to_fp16: bool = False) -> None:

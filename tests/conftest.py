@@ -55,3 +55,9 @@ def model_dir_onnx(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "onnx"
     export_model(trained_run, out, target="onnx")
     return out
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """``real_data("bottle")`` -> path of a real category, or skip with a clear message."""
+    return real_category

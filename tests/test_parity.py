@@ -11,8 +11,6 @@ from apc_edge.index import ExactIndex
 from apc_edge.preprocess import load_image
 from apc_edge.scoring import score_embedding
 
-from .conftest import real_category
-
 RTOL = 1e-3
 
 
@@ -26,8 +24,8 @@ def small_category(src, dst, n_train):
 
 
 @pytest.mark.parametrize("category", ["bottle", "magnetic_tile"])
-def test_runtime_matches_torch(category, tmp_path):
-    src = real_category(category)
+def test_runtime_matches_torch(category, tmp_path, real_data):
+    src = real_data(category)
     data = small_category(src, tmp_path / category, n_train=12)
     run = tmp_path / "run"
     fit_patchcore(data, run, TrainConfig(coreset_ratio=0.1))

@@ -12,10 +12,14 @@ offline ImageNet checkpoint (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`
 The weights were trained in TensorFlow, hence two conventions kept here:
 BatchNorm eps 1e-3 (momentum 0.01 in torch terms) and "SAME" padding, which
 pads strided convolutions asymmetrically (the extra row/column at the
-bottom/right) depending on the input size.
+bottom/right) depending on the input size. When traced for ONNX export the
+padding is fixed for the traced input size (constant pads in the graph), so an
+exported graph is valid only at the height/width it was exported with.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +54,17 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow "SAME" for one spatial axis.
+
+    Example:
+        >>> same_padding(224, 3, 2), same_padding(225, 3, 2), same_padding(112, 5, 2)
+        ((0, 1), (1, 1), (1, 2))
+    """
+    total = max(kernel - (stride if size % stride == 0 else size % stride), 0)
+    return total // 2, total - total // 2
+
+
 class SameConv2d(nn.Conv2d):
     """Bias-free Conv2d with TensorFlow "SAME" padding (output = ceil(input / stride)).
 
@@ -70,12 +85,16 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == (1, 1):
             return super().forward(x)
-        pads: list[int] = []
-        # F.pad wants (left, right, top, bottom): width first.
-        for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]), (x.shape[-2], self.kernel_size[0], self.stride[0])):
-            total = max(k - (s if size % s == 0 else size % s), 0)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        height, width = x.shape[-2:]
+        if torch.jit.is_tracing():
+            # Bake the padding of the traced input size into the exported graph
+            # as constants (a plain Pad) instead of shape arithmetic.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                height, width = int(height), int(width)
+        top, bottom = same_padding(height, self.kernel_size[0], self.stride[0])
+        left, right = same_padding(width, self.kernel_size[1], self.stride[1])
+        return super().forward(F.pad(x, (left, right, top, bottom)))
 
 
 class MBConvBlock(nn.Module):
