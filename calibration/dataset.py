@@ -59,16 +59,20 @@ class MVTecCategory:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"data folder {self.root} does not exist")
-        good = self.root / "train" / "good"
-        if not good.is_dir():
-            raise DatasetError(f"{self.root} is not an MVTec-layout category: {good} is missing "
+        if not (self.root / "train" / "good").is_dir() and not (self.root / "test").is_dir():
+            raise DatasetError(f"{self.root} is not an MVTec-layout category: it has neither train/good nor test/ "
                                f"(expected train/good, test/<type>, ground_truth/<type>)")
-        if not list_images(good):
-            raise DatasetError(f"{good} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
         self.name = self.root.name
 
     def train_good(self) -> list[Path]:
-        return list_images(self.root / "train" / "good")
+        good = self.root / "train" / "good"
+        if not good.is_dir():
+            raise DatasetError(f"{self.root} is not an MVTec-layout category for training: {good} is missing "
+                               f"(expected train/good, test/<type>, ground_truth/<type>)")
+        images = list_images(good)
+        if not images:
+            raise DatasetError(f"{good} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        return images
 
     def defect_types(self) -> list[str]:
         test = self.root / "test"

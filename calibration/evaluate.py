@@ -85,8 +85,8 @@ def summarize(scored: list[ScoredSample], threshold: float) -> dict:
 def evaluate(model_dir: str | Path, data_dir: str | Path, device: str = "CPU", exclude: list[str] | None = None,
              progress=None) -> tuple[dict, list[ScoredSample], Inspector]:
     """Score every test image of ``data_dir`` (minus excluded ones) and compute all metrics."""
-    data = MVTecCategory(data_dir)
     inspector = Inspector(model_dir, device=device)
+    data = MVTecCategory(data_dir)
     skip = excluded_keys(inspector, exclude)
     samples = [s for s in data.test_samples() if s.key not in skip]
     if progress is not None:

@@ -160,7 +160,7 @@ def apply_state_dict(module: FeatureBackbone, state: Mapping[str, torch.Tensor],
         if conflicting:
             parts.append(f"{len(conflicting)} unexpected keys inside the built layers: {_first(conflicting)}")
         hint = ""
-        if len(missing) == len(expected):
+        if not any(key in state for key in expected):
             hint = f"; none of the backbone's keys were found, the checkpoint's keys look like: {_first(list(state))}"
         raise BackboneError(f"{source} does not fit backbone {name!r}: " + "; ".join(parts) + hint)
     module.load_state_dict(to_load, strict=True)

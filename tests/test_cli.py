@@ -1,0 +1,57 @@
+"""apc-train / apc-export / apc-eval end to end on the synthetic set, and their error paths."""
+import json
+
+import pytest
+
+from apc_edge.calibration.cli_eval import main as eval_main
+from apc_edge.export.cli_export import main as export_main
+from apc_edge.export.cli_train import main as train_main
+
+METRIC_KEYS = {"image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pro", "n_test", "latency_ms",
+               "per_defect_type_image_auroc"}
+
+
+def test_train_export_eval(tmp_path, synthetic_category, capsys):
+    run, model = tmp_path / "run", tmp_path / "model"
+    assert train_main([str(synthetic_category), "--out", str(run), "--resize", "128", "128",
+                       "--coreset-ratio", "0.2", "--seed", "3"]) == 0
+    assert "train time" in capsys.readouterr().out
+    assert export_main([str(run), "--target", "onnx", "--out", str(model)]) == 0
+    assert export_main([str(run), "--target", "onnx", "--out", str(model)]) == 2          # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
+    report_dir = tmp_path / "report"
+    assert eval_main([str(model), str(synthetic_category), "--json", str(tmp_path / "m.json"),
+                      "--report", str(report_dir)]) == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert METRIC_KEYS <= set(report)
+    for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pro"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["n_test"] == 12 and set(report["per_defect_type_image_auroc"]) == {"scratch", "spot"}
+    assert report["image_auroc"] > 0.8           # the synthetic defects are obvious
+    assert (report_dir / "roc.png").stat().st_size > 0 and (report_dir / "overlays.png").stat().st_size > 0
+
+
+def test_wrong_data_folder(tmp_path, capsys):
+    assert train_main([str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "flat").mkdir()
+    assert train_main([str(tmp_path / "flat"), "--out", str(tmp_path / "run")]) == 2
+    assert "train/good" in capsys.readouterr().err
+
+
+def test_unknown_backbone_and_bad_ratio(tmp_path, synthetic_category, capsys):
+    with pytest.raises(SystemExit):
+        train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--backbone", "vgg"])
+    assert train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--coreset-ratio", "0"]) == 2
+    assert "coreset-ratio" in capsys.readouterr().err
+    assert train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--backbone", "resnet50"]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+def test_eval_and_export_errors(tmp_path, model_dir_onnx, capsys):
+    assert export_main([str(tmp_path / "norun"), "--out", str(tmp_path / "m")]) == 2
+    assert "run.json" in capsys.readouterr().err
+    assert eval_main([str(tmp_path / "nomodel"), str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert eval_main([str(model_dir_onnx), str(tmp_path / "nodata")]) == 2
+    assert "does not exist" in capsys.readouterr().err
