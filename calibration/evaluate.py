@@ -19,7 +19,7 @@ from apc_edge import Inspector
 from apc_edge.preprocess import load_image
 
 from . import metrics
-from .dataset import MVTecCategory, Sample
+from .dataset import DatasetError, MVTecCategory, Sample
 
 
 @dataclass
@@ -89,6 +89,11 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, device: str = "CPU", e
     data = MVTecCategory(data_dir)
     skip = excluded_keys(inspector, exclude)
     samples = [s for s in data.test_samples() if s.key not in skip]
+    kinds = {s.is_anomalous for s in samples}
+    if kinds != {True, False}:
+        missing = "good" if True in kinds else "anomalous"
+        raise DatasetError(f"{data.root}/test has no {missing} images left to evaluate: image AUROC and F1 "
+                           f"need both good and anomalous test images")
     if progress is not None:
         progress = progress(len(samples))
     scored = score_samples(inspector, samples, progress)

@@ -227,7 +227,7 @@ def test_resnet50_full_torchvision_checkpoint_loads(resnet50_state, tmp_path):
 
 def test_resnet50_moco_v3_checkpoint_loads_base_encoder(resnet50_state, tmp_path):
     full = full_resnet50_state(resnet50_state)
-    full.pop("fc.weight"), full.pop("fc.bias")
+    del full["fc.weight"], full["fc.bias"]
     full["fc.0.weight"] = torch.randn(4096, 2048)  # MoCo v3 projector
     moco = {f"module.base_encoder.{k}": v for k, v in full.items()}
     moco.update({f"module.momentum_encoder.{k}": v + 1 for k, v in full.items() if v.is_floating_point()})

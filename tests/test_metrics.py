@@ -321,7 +321,7 @@ def test_pro_agrees_with_slow_reference(seed):
     # bounded grid vs every distinct score
     ref = _reference_pro_auc(masks, maps, max_fpr)
     assert abs(M.pro_auc(masks, maps, max_fpr=max_fpr) - ref) < 1e-3
-    assert abs(M.pro_auc(masks, maps, max_fpr=max_fpr, num_thresholds=1000) - ref) < 3e-4
+    assert abs(M.pro_auc(masks, maps, max_fpr=max_fpr, num_thresholds=1000) - ref) < 2e-4
 
 
 # --------------------------------------------------------------------------- #
@@ -424,6 +424,6 @@ def test_metrics_return_python_floats():
 
 def test_import_is_torch_and_sklearn_free():
     code = ("import sys, apc_edge.calibration.metrics; "
-            "bad = [m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules]; "
+            "bad = [m for m in ('torch', 'sklearn') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

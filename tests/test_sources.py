@@ -319,6 +319,16 @@ def test_camera_reconnects_after_removal_free_run(emu, mono):
         assert len(_index_of(f.image, imgs)) == 1
 
 
+def test_camera_restarts_when_grabbing_stops(emu, mono):
+    folder, imgs = mono
+    with CameraSource(emu_config(folder, trigger="software", output_format="Mono8")) as cam:
+        cam.read()
+        cam.camera.StopGrabbing()                 # e.g. stopped by the transport layer
+        frame = cam.read()
+        assert cam.stats["reconnects"] == 1
+    assert _index_of(frame.image, imgs) == [0]
+
+
 def test_camera_reconnect_waits_for_the_camera_to_come_back(emu, mono, monkeypatch):
     folder, imgs = mono
     with CameraSource(emu_config(folder, trigger="software", output_format="Mono8")) as cam:
@@ -413,12 +423,12 @@ def test_camera_settings_written_and_bad_ones_named(emu, mono):
 def test_reject_output_pulse(emu, mono):
     with CameraSource(emu_config(mono[0], trigger="software")) as cam:
         nm = cam.node_map
-        cam.pulse_output("Line2", duration_ms=150)
+        cam.pulse_output("Line2", duration_ms=300)
         nm.GetNode("LineSelector").SetValue("Line2")
         assert nm.GetNode("LineMode").GetValue() == "Output"
         assert nm.GetNode("LineSource").GetValue() == "UserOutput1"
         assert nm.GetNode("UserOutputValue").GetValue() is True
-        time.sleep(0.4)
+        time.sleep(0.6)
         assert nm.GetNode("UserOutputValue").GetValue() is False
         with pytest.raises(SourceError, match="'LineSelector' has no entry 'Line9'"):
             RejectOutput(cam, line="Line9").pulse(10)

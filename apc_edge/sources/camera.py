@@ -67,7 +67,7 @@ class CameraConfig:
 
     def __post_init__(self):
         if self.serial is not None:
-            self.serial = str(self.serial)
+            self.serial = str(self.serial) or None
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, got {self.trigger!r}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
@@ -303,8 +303,9 @@ class CameraSource(FrameSource):
         wait_s = self.config.grab_timeout_ms / 1000.0 if timeout_s is None else max(0.0, float(timeout_s))
         deadline = time.monotonic() + wait_s
         while True:
-            if self._cam is None or self._cam.IsCameraDeviceRemoved():
-                self._recover("device removed")
+            lost = self._lost_reason()
+            if lost:
+                self._recover(lost)
                 deadline = time.monotonic() + wait_s
                 continue
             try:
@@ -316,7 +317,7 @@ class CameraSource(FrameSource):
                     continue
                 raise SourceError(f"camera {self.serial}: {nodes.pylon_message(exc)}") from exc
             if result is None:
-                if self._cam.IsCameraDeviceRemoved():
+                if self._lost_reason():
                     continue
                 hint = f"; last failed grab: {self._last_failure}" if self._consecutive_failed else ""
                 raise SourceTimeout(f"camera {self.serial}: no frame within {wait_s:.3f} s{hint}")
@@ -326,6 +327,16 @@ class CameraSource(FrameSource):
                 result.Release()
             if frame is not None:
                 return frame
+
+    def _lost_reason(self) -> str:
+        """Why the camera cannot deliver now ("" when it can)."""
+        if self._cam is None:
+            return "not connected"
+        if self._cam.IsCameraDeviceRemoved():
+            return "device removed"
+        if not self._cam.IsGrabbing():
+            return "grabbing stopped"
+        return ""
 
     def _grab(self, deadline: float):
         """One grab result, or None on timeout. Fires the software trigger when needed."""

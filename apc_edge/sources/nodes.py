@@ -67,7 +67,7 @@ def set_node(node_map, name: str, value: Any = None) -> None:
         elif kind.startswith("Float"):
             value = float(value)
         elif kind.startswith("Boolean"):
-            value = bool(value)
+            value = value.strip().lower() in ("1", "true", "on", "yes") if isinstance(value, str) else bool(value)
         elif kind.startswith("String"):
             value = str(value)
         node.SetValue(value)

@@ -15,8 +15,9 @@ must be present with its exact shape, otherwise ``BackboneError``.
 
 Example:
     >>> bb = build_backbone("resnet50", weights="random")
-    >>> report = load_checkpoint_into(bb, "moco_v3_r50.pth.tar")
-    >>> report.loaded, len(report.ignored)
+    >>> report = load_checkpoint_into(bb, "moco_v3_r50.pth.tar")  # MoCo v3 training checkpoint
+    >>> report.loaded, report.ignored[:2]
+    (258, ('fc.0.weight', 'fc.1.bias'))
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def load_checkpoint_into(module: FeatureBackbone, path: str | os.PathLike) -> Lo
 
     Example:
         >>> bb = build_backbone("resnet50", weights="random")
-        >>> load_checkpoint_into(bb, "resnet50-imagenet.pth").loaded
-        320
+        >>> load_checkpoint_into(bb, "resnet50-imagenet.pth").ignored[:2]  # a torchvision file
+        ('fc.bias', 'fc.weight')
     """
     return apply_state_dict(module, read_state_dict(path), source=str(path))
