@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -35,8 +36,10 @@ class Backend(ABC):
 
 
 class OpenVINOBackend(Backend):
-    """OpenVINO runtime. FP32 graphs run with ``INFERENCE_PRECISION_HINT=f32`` so
-    that CPUs with BF16 units don't silently lower precision."""
+    """OpenVINO runtime. On the CPU every graph (FP32, FP16-compressed, INT8) runs
+    with ``INFERENCE_PRECISION_HINT=f32`` so that CPUs with BF16 units don't
+    silently lower precision; INT8 layers stay INT8. One infer request per thread,
+    so several threads may call :meth:`run` at once."""
 
     name = "openvino"
 
@@ -45,22 +48,27 @@ class OpenVINOBackend(Backend):
 
         self.device = device.upper()
         self.precision = precision
-        core = ov.Core()
+        self.path = Path(xml_path)
+        self.core = core = ov.Core()
         config = {}
-        if self.device == "CPU" and precision in ("fp32", "int8"):
+        if self.device == "CPU" and precision in ("fp32", "fp16", "int8"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
             model = core.read_model(str(xml_path))
             self.compiled = core.compile_model(model, self.device, config)
         except RuntimeError as exc:
             raise ModelDirError(f"OpenVINO could not load {xml_path} on device {self.device}: {exc}") from None
-        self._request = self.compiled.create_infer_request()
+        self.compile_config = dict(config)
+        self._local = threading.local()
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) \
             if self.device == "CPU" else "device default"
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: x})
-        return self._request.get_output_tensor(0).data.copy()
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict:
         return {**super().describe(), "inference_precision": self.inference_precision}
@@ -76,6 +84,7 @@ class OnnxRuntimeBackend(Backend):
 
         self.device = device.upper()
         self.precision = precision
+        self.path = Path(onnx_path)
         providers = ["CPUExecutionProvider"]
         if self.device in ("GPU", "CUDA"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():

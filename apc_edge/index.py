@@ -1,16 +1,24 @@
 """Nearest-neighbour search over the memory bank, kept outside the exported graph.
 
 :class:`ExactIndex` is chunked numpy brute force (exact, bounded memory).
-Other indexes (HNSW) implement the same :class:`NeighbourIndex` interface.
+:class:`HnswIndex` searches an hnswlib graph saved in the model dir
+(``index.hnsw``); both return Euclidean distances and bank row ids.
 
 Example::
 
     index = ExactIndex(bank)                   # bank: (N, D) float32
     dist, ids = index.search(queries, k=1)     # Euclidean distances, (n, k)
+    index = HnswIndex.load("models/bottle/index.hnsw", dim=128, size=len(bank), ef=64)
+
+hnswlib compiles its extension with ``-march=native``: a build made on a newer
+CPU can crash with "illegal instruction" on an older camera PC. Install it there
+with ``HNSWLIB_NO_NATIVE=1 pip install --no-binary hnswlib hnswlib`` for a
+portable build.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 
@@ -67,3 +75,93 @@ class ExactIndex(NeighbourIndex):
             best_d = np.take_along_axis(merged_d, order, axis=1)
             best_i = np.take_along_axis(merged_i, order, axis=1)
         return np.sqrt(np.maximum(best_d, 0.0)), best_i
+
+
+class HnswIndex(NeighbourIndex):
+    """Approximate search in an hnswlib graph (``l2`` space, ids = bank rows).
+
+    ``ef`` is the search breadth (larger: slower, closer to exact); hnswlib
+    searches with ``max(ef, k)``. ``threads`` is hnswlib's query
+    parallelism (-1: all cores).
+
+    Example::
+
+        index = HnswIndex.build(bank, M=16, ef_construction=200, ef=48)
+        index.save("index.hnsw")
+        dist, ids = HnswIndex.load("index.hnsw", dim=bank.shape[1], size=len(bank)).search(q, k=9)
+    """
+
+    name = "hnsw"
+
+    def __init__(self, index, ef: int = 64, threads: int = -1):
+        self._index = index
+        self.threads = int(threads)
+        self.ef = int(ef)
+
+    @property
+    def ef(self) -> int:
+        return self._ef
+
+    @ef.setter
+    def ef(self, value: int) -> None:
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"HNSW ef must be a positive integer, got {value}")
+        self._ef = value
+        self._index.set_ef(value)
+
+    @property
+    def size(self) -> int:
+        return int(self._index.get_current_count())
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.dim)
+
+    @classmethod
+    def build(cls, bank: np.ndarray, M: int = 16, ef_construction: int = 200, ef: int = 64,
+              threads: int = -1, seed: int = 0) -> "HnswIndex":
+        """Index the rows of ``bank`` (N, D); row i gets id i."""
+        import hnswlib
+
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"memory bank must be a non-empty (N, D) array, got shape {bank.shape}")
+        index = hnswlib.Index(space="l2", dim=int(bank.shape[1]))
+        index.init_index(max_elements=int(bank.shape[0]), M=int(M), ef_construction=int(ef_construction),
+                         random_seed=int(seed))
+        index.add_items(bank, np.arange(bank.shape[0]), num_threads=int(threads))
+        return cls(index, ef=ef, threads=threads)
+
+    @classmethod
+    def load(cls, path: str | Path, dim: int, size: int, ef: int = 64, threads: int = -1) -> "HnswIndex":
+        """Load ``path`` and check it holds ``size`` vectors of dimension ``dim``; ``ValueError`` if not."""
+        import hnswlib
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"HNSW index file {path} is missing")
+        index = hnswlib.Index(space="l2", dim=int(dim))
+        try:
+            index.load_index(str(path), max_elements=0)
+        except RuntimeError as exc:
+            raise ValueError(f"cannot read HNSW index {path}: {exc}") from None
+        loaded = cls(index, ef=ef, threads=threads)
+        if loaded.size != size:
+            raise ValueError(f"HNSW index {path} holds {loaded.size} vectors but the memory bank has {size}")
+        return loaded
+
+    def save(self, path: str | Path) -> None:
+        self._index.save_index(str(path))
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n, {self.dim}), got shape {q.shape}")
+        k = min(int(k), self.size)
+        # hnswlib searches with max(ef, k), so k neighbours need no ef change (and stay thread-safe)
+        ids, d2 = self._index.knn_query(q, k=k, num_threads=self.threads)
+        # 'l2' space returns squared distances
+        return np.sqrt(np.maximum(d2, 0.0)), ids.astype(np.int64)

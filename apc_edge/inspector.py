@@ -8,6 +8,7 @@ Example::
     if result.is_anomalous:
         print(result.score, result.timings)
     inspector.threshold = 1.2 * inspector.threshold   # runtime override, no re-export
+    Inspector("models/bottle", index="exact")         # ignore a model dir's HNSW index, search exactly
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend, open_backend
-from .index import ExactIndex, NeighbourIndex
+from .index import ExactIndex, HnswIndex, NeighbourIndex
 from .manifest import ModelDirError, load_array, load_manifest
 from .preprocess import Preprocessor, validate_frame
-from .scoring import ScoreNormalizer, score_embedding, smooth_map
+from .scoring import ScoreNormalizer, embedding_patches, score_neighbours, smooth_map
 
 
 @dataclass
@@ -30,7 +31,9 @@ class Result:
 
     ``score`` is normalized so that 0.5 is the threshold; ``raw_score`` is the
     PatchCore Eq. 7 score. ``anomaly_map`` (frame size, float32) holds raw patch
-    distances, smoothed; ``timings`` are milliseconds per stage.
+    distances, smoothed; ``timings`` are milliseconds per stage: ``preprocess``,
+    ``backbone``, ``search`` (nearest bank patch of every patch), ``scoring``
+    (Eq. 7 reweighting), ``map`` and ``total``.
     """
 
     score: float
@@ -46,10 +49,12 @@ class Inspector:
 
     ``threshold`` overrides the manifest's raw threshold; ``with_map=False`` in
     :meth:`check` skips the anomaly map for the fastest verdict-only path.
+    ``index``: None uses the manifest's index (``exact`` or ``hnsw``); ``"exact"``
+    forces exact search; a :class:`NeighbourIndex` is used as given.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "CPU", threshold: float | None = None,
-                 index: NeighbourIndex | None = None):
+                 index: NeighbourIndex | str | None = None):
         self.model_dir = Path(model_dir)
         self.manifest = load_manifest(self.model_dir)
         m = self.manifest
@@ -66,16 +71,33 @@ class Inspector:
         if self.bank.ndim != 2 or self.bank.shape[1] != self.embedding_dim:
             raise ModelDirError(f"memory bank shape {self.bank.shape} does not match embedding_dim "
                                 f"{self.embedding_dim} in the manifest")
-        self.index = index if index is not None else self._open_index()
+        if isinstance(index, str) and index not in ("exact", "manifest"):
+            raise ValueError(f"index must be 'exact', 'manifest' or a NeighbourIndex, got {index!r}")
+        if index == "exact":
+            self.index: NeighbourIndex = ExactIndex(self.bank)
+        elif index is None or index == "manifest":
+            self.index = self._open_index()
+        else:
+            self.index = index
         self.backend: Backend = open_backend(self.model_dir, m, device)
         if threshold is not None:
             self.threshold = threshold
 
     def _open_index(self) -> NeighbourIndex:
-        kind = self.manifest["index"].get("type", "exact")
+        block = self.manifest["index"]
+        kind = block.get("type", "exact")
         if kind == "exact":
             return ExactIndex(self.bank)
-        raise ModelDirError(f"index type {kind!r} in the manifest is not supported by this runtime")
+        if kind == "hnsw":
+            try:
+                return HnswIndex.load(self.model_dir / block["file"], dim=self.embedding_dim,
+                                      size=self.bank.shape[0], ef=int(block["ef"]))
+            except KeyError as exc:
+                raise ModelDirError(f"{self.model_dir}/manifest.json: index block lacks {exc}") from None
+            except ValueError as exc:
+                raise ModelDirError(str(exc)) from None
+        raise ModelDirError(f"index type {kind!r} in the manifest is not supported by this runtime "
+                            f"(expected 'exact' or 'hnsw')")
 
     @property
     def threshold(self) -> float:
@@ -108,16 +130,20 @@ class Inspector:
             raise ModelDirError(f"graph output shape {emb.shape} does not match the manifest "
                                 f"({self.embedding_dim}, {self.patch_grid[0]}, {self.patch_grid[1]})")
         t2 = time.perf_counter()
-        scores = score_embedding(emb, self.index, self.bank, self.num_neighbours)
+        patches = embedding_patches(emb)
+        dist, ids = self.index.search(patches, k=1)
         t3 = time.perf_counter()
+        scores = score_neighbours(patches, dist[:, 0], ids[:, 0], self.patch_grid, self.index, self.bank,
+                                  self.num_neighbours)
+        t4 = time.perf_counter()
         amap = None
         if with_map:
             small = smooth_map(scores.patch_map, self.preprocessor.input_hw, self.map_sigma)
             amap = self.preprocessor.map_to_frame(small, frame.shape)
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         raw = scores.image_score
         ms = lambda a, b: (b - a) * 1e3  # noqa: E731
         return Result(score=float(self._normalizer(raw)), raw_score=raw, is_anomalous=raw >= self.threshold,
                       threshold=self.threshold, anomaly_map=amap,
                       timings={"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "search": ms(t2, t3),
-                               "map": ms(t3, t4), "total": ms(t0, t4)})
+                               "scoring": ms(t3, t4), "map": ms(t4, t5), "total": ms(t0, t5)})

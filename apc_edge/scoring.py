@@ -45,18 +45,28 @@ def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index:
     return float(1.0 - shifted[0] / shifted.sum())
 
 
-def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
-                    num_neighbours: int = 9) -> PatchScores:
-    """Score one image's patch embedding, shape (D, h, w)."""
+def embedding_patches(embedding: np.ndarray) -> np.ndarray:
+    """(D, h, w) embedding -> (h * w, D) contiguous float32 patch rows."""
     d, h, w = embedding.shape
-    patches = np.ascontiguousarray(embedding.reshape(d, h * w).T)
-    dist, ids = index.search(patches, k=1)
-    dist, ids = dist[:, 0], ids[:, 0]
+    return np.ascontiguousarray(embedding.reshape(d, h * w).T, dtype=np.float32)
+
+
+def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
+                     index: NeighbourIndex, bank: np.ndarray, num_neighbours: int = 9) -> PatchScores:
+    """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,)."""
     worst = int(np.argmax(dist))
     s_star = float(dist[worst])
     weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours)
     return PatchScores(image_score=weight * s_star, max_patch_score=s_star,
-                       patch_map=dist.reshape(h, w).astype(np.float32))
+                       patch_map=dist.reshape(grid).astype(np.float32))
+
+
+def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
+                    num_neighbours: int = 9) -> PatchScores:
+    """Score one image's patch embedding, shape (D, h, w)."""
+    patches = embedding_patches(embedding)
+    dist, ids = index.search(patches, k=1)
+    return score_neighbours(patches, dist[:, 0], ids[:, 0], embedding.shape[1:], index, bank, num_neighbours)
 
 
 def smooth_map(patch_map: np.ndarray, input_hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report, scored, inspector = evaluate(args.model_dir, args.data_dir, args.device, args.exclude,
-                                             progress=lambda n: Progress(n, "apc-eval"))
+                                             progress=lambda n: Progress(n, "scoring"))
     except (ModelDirError, DatasetError) as exc:
         print(f"\napc-eval: {exc}", file=sys.stderr)
         return 2

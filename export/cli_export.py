@@ -1,15 +1,20 @@
-"""``apc-export RUN_DIR --target openvino|onnx --out MODEL_DIR``.
+"""``apc-export RUN_DIR --target openvino|onnx --out MODEL_DIR [--int8 | --fp16] [--index exact|hnsw|auto]``.
 
 Example::
 
     apc-export runs/bottle --target openvino --out models/bottle
+    apc-export runs/bottle --target openvino --int8 --index auto --out models/bottle_int8
+    apc-export runs/bottle --target onnx --int8 --guard-images ../shared/data/bottle/test/broken_large --out m/b
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .model_export import TARGETS, export_model
+from apc_edge.calibration.int8_guard import GuardTolerance
+
+from .hnsw_build import INDEX_MODES, HnswTargets
+from .model_export import AUTO_EXACT_BELOW, BANK_DTYPES, TARGETS, ExportOptions, export_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,18 +23,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGETS, default="openvino")
     p.add_argument("--out", required=True, help="model dir to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model dir")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--int8", action="store_true", help="INT8 graph: NNCF (openvino) or ONNX Runtime QDQ (onnx)")
+    prec.add_argument("--fp16", action="store_true", help="FP16-compressed IR weights (openvino only)")
+    p.add_argument("--data", help="training data dir (default: the one recorded in the run's run.json)")
+    p.add_argument("--calibration-images", type=int, default=None,
+                   help="INT8 calibration images drawn from the bank images (default: min(300, all))")
+    p.add_argument("--guard-images", nargs="+", default=[], metavar="PATH",
+                   help="extra images or folders (e.g. known anomalies) for the accuracy guard and HNSW sweep, "
+                        "besides the run's held-out good images")
+    g = GuardTolerance()
+    p.add_argument("--int8-min-cosine", type=float, default=g.min_cosine,
+                   help="guard: least mean per-patch embedding cosine vs FP32 (default %(default)s)")
+    p.add_argument("--int8-min-spearman", type=float, default=g.min_spearman,
+                   help="guard: least image-score rank correlation vs FP32 (default %(default)s)")
+    p.add_argument("--int8-max-score-change", type=float, default=g.max_score_change,
+                   help="guard: largest relative image-score change vs FP32 (default %(default)s)")
+    p.add_argument("--index", choices=INDEX_MODES, default="auto",
+                   help=f"nearest-neighbour index; auto: exact below {AUTO_EXACT_BELOW} bank rows, else HNSW "
+                        f"only where measured faster and accurate enough (default %(default)s)")
+    h = HnswTargets()
+    p.add_argument("--hnsw-min-recall", type=float, default=h.min_recall,
+                   help="HNSW sweep: least recall@1 vs exact on held-out patches (default %(default)s)")
+    p.add_argument("--hnsw-max-score-change", type=float, default=h.max_score_change,
+                   help="HNSW sweep: largest relative image-score change vs exact (default %(default)s)")
+    p.add_argument("--bank-dtype", choices=BANK_DTYPES, default="float32",
+                   help="storage of memory_bank.npy (float16 halves it; searched as float32)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    opts = ExportOptions(
+        target=args.target, precision="int8" if args.int8 else "fp16" if args.fp16 else "fp32", index=args.index,
+        data_dir=args.data, calibration_images=args.calibration_images, guard_images=args.guard_images,
+        guard=GuardTolerance(args.int8_min_cosine, args.int8_min_spearman, args.int8_max_score_change),
+        hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype)
     try:
-        manifest = export_model(args.run_dir, args.out, args.target, args.overwrite)
+        manifest = export_model(args.run_dir, args.out, overwrite=args.overwrite, options=opts)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"apc-export: {exc}", file=sys.stderr)
+        print(f"\napc-export: {exc}", file=sys.stderr)
         return 2
-    print(f"apc-export: {args.target} model dir {args.out} (bank {manifest['memory_bank']['size']} x "
-          f"{manifest['embedding_dim']}, grid {manifest['patch_grid']}) in {manifest['export']['seconds']:.1f} s")
+    g = manifest["graph"]
+    print(f"apc-export: {args.target} {g['precision']} model dir {args.out} (bank {manifest['memory_bank']['size']} x "
+          f"{manifest['embedding_dim']} {manifest['memory_bank']['dtype']}, grid {manifest['patch_grid']}, "
+          f"index {manifest['index']['type']}) in {manifest['export']['seconds']:.1f} s")
+    q = manifest.get("quantization")
+    if q:
+        guard = q["guard"]
+        sc = guard["image_scores"]
+        print(f"apc-export: guard on {guard['n_images']} images: embedding cosine mean "
+              f"{guard['embedding_cosine']['mean']:.4f} min {guard['embedding_cosine']['min']:.4f}; image scores "
+              f"Spearman {sc.get('spearman', float('nan')):.4f} Kendall {sc.get('kendall', float('nan')):.4f} "
+              f"max change {sc['max_rel_change']:.4f}")
+    idx = manifest["index"]
+    if idx["type"] == "hnsw":
+        m = idx["measured"]
+        print(f"apc-export: HNSW M={idx['M']} ef_construction={idx['ef_construction']} ef={idx['ef']}: recall@1 "
+              f"{m['recall_at_1']:.4f}, distance error mean {m['rel_dist_error_mean']:.5f}, image-score change "
+              f"{m['image_score_max_rel_change']:.5f}; search {m['search_ms_per_image']:.2f} ms/image vs exact "
+              f"{idx['measurement']['exact_search_ms_per_image']:.2f}")
+    elif "reason" in idx or "chosen_by" in idx:
+        print(f"apc-export: exact search ({idx.get('reason') or idx.get('chosen_by')})")
+    t = manifest["threshold"]
+    print(f"apc-export: threshold {t['value']:.4f} ({t['method']}, {t.get('n_images', '?')} images)")
     return 0
 
 

@@ -1,14 +1,20 @@
 """``apc-train DATA_DIR --out RUN_DIR``: fit PatchCore on an MVTec-layout category.
 
+With ``--anomalies N`` it is AnomalousPatchCore: the backbone is first fine-tuned with N real anomalies
+from ``test/`` (which evaluation then skips), and PatchCore is built on the fine-tuned backbone.
+
 Example::
 
     apc-train ../shared/data/bottle --out runs/bottle --backbone mobilenet_v2
+    apc-train ../shared/data/bottle --out runs/bottle_apc --anomalies 10 --epochs 50 --tasks cls,seg,rec
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .apc import cli as apc_cli
+from .apc import fit_apc
 from .backbones import BACKBONE_NAMES, BackboneError
 from .patchcore import TrainConfig, fit_patchcore
 
@@ -27,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=TrainConfig.holdout,
                    help="share of train/good kept out of the memory bank to set the threshold")
     p.add_argument("--neighbours", type=int, default=TrainConfig.num_neighbours, help="b of PatchCore Eq. 7")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="holdout split and few-shot anomaly choice")
+    apc_cli.add_apc_arguments(p)
     return p
 
 
@@ -39,8 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(backbone=args.backbone, weights=args.weights, coreset_ratio=args.coreset_ratio,
                       dim=args.dim, resize=tuple(args.resize), crop=tuple(args.crop) if args.crop else None,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed)
+    if args.anomalies is None and apc_cli.options_given(args):
+        print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N", file=sys.stderr)
+        return 2
     try:
-        info = fit_patchcore(args.data_dir, args.out, cfg)
+        if args.anomalies is None:
+            info = fit_patchcore(args.data_dir, args.out, cfg)
+        else:
+            info = fit_apc(args.data_dir, args.out, cfg, apc_cli.apc_config_from_args(args, args.seed),
+                           resume=bool(args.resume))
     except (BackboneError, ValueError, FileNotFoundError) as exc:
         print(f"apc-train: {exc}", file=sys.stderr)
         return 2
@@ -49,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
           f"coreset {tr['bank_size']} x {info['embedding_dim']}; threshold {info['threshold']['value']:.4f} "
           f"from {info['threshold']['n_images']} held-out goods")
     s = tr["seconds"]
-    print(f"apc-train: train time {s['total']:.1f} s (features {s['features']:.1f} s, coreset {s['coreset']:.1f} s) "
-          f"-> {args.out}")
+    ft = info.get("fine_tuning")
+    for line in apc_cli.describe(info) if ft else []:
+        print(f"apc-train: {line}")
+    total = s["total"] + (ft["seconds"] if ft else 0.0)
+    print(f"apc-train: train time {total:.1f} s (" + (f"fine-tuning {ft['seconds']:.1f} s, " if ft else "")
+          + f"features {s['features']:.1f} s, coreset {s['coreset']:.1f} s) -> {args.out}")
     return 0
 
 

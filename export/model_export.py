@@ -1,11 +1,15 @@
-"""Turn a training run dir into a deployable model dir (ONNX or OpenVINO IR).
+"""Turn a training run dir into a deployable model dir (ONNX or OpenVINO IR; FP32, FP16 or INT8; exact or HNSW).
 
 Only image -> patch embeddings goes into the graph; the memory bank is written
-beside it as ``memory_bank.npy``, so the graph does not grow with the bank.
+beside it as ``memory_bank.npy`` (and, for HNSW, ``index.hnsw``), so the graph
+does not grow with the bank. A compressed graph gets its own bank (the same
+coreset patches, re-embedded) and must pass the accuracy guard, else nothing is
+written.
 
 Example::
 
     export_model("runs/bottle", "models/bottle", target="openvino")
+    export_model("runs/bottle", "models/bottle_int8", options=ExportOptions(precision="int8", index="auto"))
 """
 from __future__ import annotations
 
@@ -13,17 +17,57 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from apc_edge.backends import Backend, OnnxRuntimeBackend, OpenVINOBackend
+from apc_edge.calibration.imagesets import calibration_subset, collect_images, training_images
+from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, QuantizationGuardError, compare_pipelines,
+                                             embed_images, guard_failures)
+from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
+from apc_edge.scoring import score_embedding
 
-from .patchcore import load_bank, load_run
+from .bank_rebuild import coreset_patch_ids, embed_patches
+from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
+from .patchcore import load_bank, load_run, threshold_block
+from .quantize import quantize_onnx, quantize_openvino
 
 TARGETS = ("openvino", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+BANK_DTYPES = ("float32", "float16")
 ONNX_OPSET = 17
+# Below this many bank rows `--index auto` keeps exact search without measuring (see README "Edge compression").
+AUTO_EXACT_BELOW = 4096
+
+
+@dataclass
+class ExportOptions:
+    """How to compress and index; defaults give an FP32 graph and ``auto`` index choice."""
+
+    target: str = "openvino"
+    precision: str = "fp32"                   # fp32 | fp16 (OpenVINO only) | int8
+    index: str = "auto"                       # exact | hnsw | auto
+    data_dir: str | None = None               # default: the run's training.data_dir
+    calibration_images: int | None = None     # INT8 calibration set size; None: min(300, all bank images)
+    guard_images: list[str] = field(default_factory=list)   # extra images (e.g. anomalies) for guard and sweep
+    guard: GuardTolerance = field(default_factory=GuardTolerance)
+    hnsw: HnswTargets = field(default_factory=HnswTargets)
+    bank_dtype: str = "float32"
+    seed: int = 0
+
+    def validate(self) -> "ExportOptions":
+        for name, value, allowed in (("target", self.target, TARGETS), ("precision", self.precision, PRECISIONS),
+                                     ("index", self.index, INDEX_MODES), ("bank dtype", self.bank_dtype, BANK_DTYPES)):
+            if value not in allowed:
+                raise ValueError(f"unknown export {name} {value!r}; choose one of {', '.join(allowed)}")
+        if self.precision == "fp16" and self.target != "openvino":
+            raise ValueError("--fp16 applies to --target openvino (FP16-compressed IR); ONNX exports FP32 or INT8")
+        self.guard.validate()
+        return self
 
 
 def export_onnx(embedder: torch.nn.Module, input_hw: tuple[int, int], path: Path) -> None:
@@ -49,48 +93,153 @@ def graph_files(target: str) -> tuple[str, list[str]]:
     return "backbone.onnx", ["backbone.onnx"]
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, target: str = "openvino", overwrite: bool = False) -> dict:
+def _backend(target: str, path: Path, precision: str) -> Backend:
+    return OpenVINOBackend(path, "CPU", precision) if target == "openvino" else OnnxRuntimeBackend(path, "CPU", precision)
+
+
+def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> tuple[str, list[str], Path, dict]:
+    """Write the final graph into ``tmp``; return (main file, files, FP32 reference graph path, quantization info)."""
+    onnx_fp32 = tmp / "fp32.onnx"
+    export_onnx(embedder, pre.input_hw, onnx_fp32)
+    main_file, files = graph_files(opts.target)
+    ref = onnx_fp32
+    info: dict = {}
+    if opts.target == "openvino":
+        if opts.precision == "fp32":
+            onnx_to_openvino(onnx_fp32, tmp / main_file)
+            ref = tmp / main_file
+        else:
+            ref = tmp / "fp32.xml"
+            onnx_to_openvino(onnx_fp32, ref)
+            if opts.precision == "fp16":
+                onnx_to_openvino(onnx_fp32, tmp / main_file, compress_to_fp16=True)
+                info = {"method": "OpenVINO FP16 weight compression (save_model compress_to_fp16)"}
+            else:
+                t0 = time.perf_counter()
+                quantize_openvino(ref, tmp / main_file, calib_paths, pre)
+                info = {"method": "NNCF post-training quantization (nncf.quantize, preset performance, "
+                                  "fast bias correction)", "seconds": round(time.perf_counter() - t0, 1)}
+    elif opts.precision == "int8":
+        t0 = time.perf_counter()
+        quantize_onnx(onnx_fp32, tmp / main_file, calib_paths, pre)
+        info = {"method": "ONNX Runtime static quantization, QDQ, per-channel INT8 weights, UINT8 activations, "
+                          "MinMax calibration", "seconds": round(time.perf_counter() - t0, 1)}
+    else:
+        onnx_fp32.replace(tmp / main_file)
+        ref = tmp / main_file
+    return main_file, files, ref, info
+
+
+def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = None, overwrite: bool = False,
+                 options: ExportOptions | None = None) -> dict:
     """Export ``run_dir`` to ``out_dir``; returns the manifest written.
 
     The dir is assembled in a temporary sibling and moved into place at the end,
-    so a failed export never leaves a half-written model dir (nor clobbers an old one
-    unless ``overwrite``).
+    so a failed export (including a failed accuracy guard) never leaves a
+    half-written model dir, nor touches an existing one.
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}")
+    opts = options or ExportOptions()
+    if target is not None:
+        opts.target = target
+    opts.validate()
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
     t0 = time.perf_counter()
     embedder, info, pre = load_run(run_dir)
-    bank = load_bank(run_dir)
+    bank = load_bank(run_dir).astype(np.float32, copy=False)
+    b = int(info["scoring"]["num_neighbours"])
+    grid = tuple(info["patch_grid"])
+    compressed = opts.precision != "fp32"
+    needs_images = compressed or opts.index == "hnsw" or (opts.index == "auto" and bank.shape[0] >= AUTO_EXACT_BELOW)
+    bank_paths, held, extra, data_note = [], [], [], None
+    if needs_images or opts.data_dir or opts.guard_images:
+        try:
+            bank_paths, held = training_images(info["training"], opts.data_dir)
+        except ValueError as exc:
+            if compressed or opts.index == "hnsw":
+                raise
+            data_note = f"no held-out images to measure on ({exc})"
+        extra = collect_images(opts.guard_images)
+    calib = calibration_subset(bank_paths, opts.calibration_images, opts.seed) if opts.precision == "int8" else []
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        onnx_path = tmp / "backbone.onnx"
-        export_onnx(embedder, pre.input_hw, onnx_path)
-        main_file, files = graph_files(target)
-        if target == "openvino":
-            onnx_to_openvino(onnx_path, tmp / main_file)
-            onnx_path.unlink()
-        np.save(tmp / "memory_bank.npy", bank.astype(np.float32), allow_pickle=False)
+        main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
+        final = _backend(opts.target, tmp / main_file, opts.precision)
+        eval_paths = held + extra
+        threshold = info["threshold"]
+        final_bank = bank
+        if compressed:
+            t1 = time.perf_counter()
+            ids = coreset_patch_ids(run_dir, bank, bank_paths)
+            final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
+            report, embeddings = compare_pipelines(
+                Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
+                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(held))
+            problems = guard_failures(report, opts.guard)
+            quant.update({"precision": opts.precision,
+                          "calibration": {"n_images": len(calib), "from": "train/good bank images",
+                                          "seed": opts.seed} if calib else None,
+                          "bank": f"re-embedded with the {opts.precision} graph (same {len(ids)} coreset patches)",
+                          "bank_seconds": round(time.perf_counter() - t1, 1),
+                          "guard": report, "tolerance": asdict(opts.guard), "passed": not problems})
+            if problems:
+                raise QuantizationGuardError(
+                    f"{opts.precision.upper()} accuracy guard failed on {report['n_images']} images "
+                    f"({report['n_held_out_good']} held-out good, {report['n_extra']} --guard-images): "
+                    + "; ".join(problems) + f". No model dir written ({out_dir} left as it was).")
+        else:
+            embeddings = embed_images(final, pre, eval_paths) if needs_images and eval_paths else []
+        for p in tmp.iterdir():               # only the final graph stays
+            if p.name not in files:
+                p.unlink()
+
+        stored_bank = final_bank.astype(opts.bank_dtype)
+        bank_block = {"file": "memory_bank.npy", "size": int(stored_bank.shape[0]), "dtype": opts.bank_dtype,
+                      "source": "training run" if not compressed else f"re-embedded with the {opts.precision} graph"}
+        used_bank = stored_bank.astype(np.float32)
+        if opts.bank_dtype != "float32" and embeddings:
+            exact32, exact16 = ExactIndex(final_bank), ExactIndex(used_bank)
+            s32 = np.array([score_embedding(e, exact32, final_bank, b).image_score for e in embeddings])
+            s16 = np.array([score_embedding(e, exact16, used_bank, b).image_score for e in embeddings])
+            bank_block["image_score_max_rel_change_vs_float32"] = float(np.max(np.abs(s16 - s32) / np.abs(s32)))
+        np.save(tmp / "memory_bank.npy", stored_bank, allow_pickle=False)
         files.append("memory_bank.npy")
+
+        choice = _choose_index(used_bank, embeddings, b, opts, data_note)
+        if choice.kind == "hnsw":
+            choice.index.save(tmp / "index.hnsw")
+            files.append("index.hnsw")
+        index = choice.index if choice.kind == "hnsw" else ExactIndex(used_bank)
+        if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
+            held_scores = [score_embedding(e, index, used_bank, b).image_score for e in embeddings[:len(held)]]
+            threshold = {**threshold_block(held_scores),
+                         "computed_with": {"precision": opts.precision, "index": choice.kind,
+                                           "bank_dtype": opts.bank_dtype}}
+
+        graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
+                 "output": "embedding", "input_shape": [1, 3, *pre.input_hw]}
+        if opts.target == "openvino":
+            graph["cpu_inference_precision_hint"] = "f32"
         manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "backbone": info["backbone"],
-            "graph": {"file": main_file, "format": target, "precision": "fp32", "input": "image",
-                      "output": "embedding", "input_shape": [1, 3, *pre.input_hw]},
+            "graph": graph,
             "preprocess": info["preprocess"],
             "patch_grid": info["patch_grid"],
             "embedding_dim": info["embedding_dim"],
-            "memory_bank": {"file": "memory_bank.npy", "size": int(bank.shape[0]), "dtype": "float32"},
-            "index": {"type": "exact"},
+            "memory_bank": bank_block,
+            "index": choice.report,
             "scoring": info["scoring"],
-            "threshold": info["threshold"],
+            "threshold": threshold,
             "training": info["training"],
             "export": {"seconds": None, "torch": torch.__version__},
             "files": files,
         }
+        if compressed:
+            manifest["quantization"] = quant
         for key in ("fine_tuning", "few_shot_anomalies"):
             if key in info:
                 manifest[key] = info[key]
@@ -103,3 +252,11 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str = "openvi
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None) -> IndexChoice:
+    if opts.index == "auto" and bank.shape[0] < AUTO_EXACT_BELOW:
+        return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: bank below {AUTO_EXACT_BELOW} rows"})
+    if opts.index == "auto" and not embeddings:
+        return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: {data_note or 'no held-out images'}"})
+    return choose_index(bank, embeddings, b, opts.index, opts.hnsw, seed=opts.seed)

@@ -1,7 +1,8 @@
 """Fit PatchCore on a folder of good images and write a training run dir.
 
 Run dir: ``run.json`` (configuration, threshold, provenance), ``backbone.pt``
-(the backbone's state dict, torchvision key names) and ``memory_bank.npy``.
+(the backbone's state dict, torchvision key names), ``memory_bank.npy`` and
+``coreset_ids.npy`` (which patch of which bank image each bank row is).
 ``apc-export`` turns it into a deployable model dir.
 
 Example::
@@ -34,6 +35,7 @@ from apc_edge.progress import Progress
 RUN_INFO = "run.json"
 BACKBONE_FILE = "backbone.pt"
 BANK_FILE = "memory_bank.npy"
+CORESET_IDS_FILE = "coreset_ids.npy"      # bank row -> flat patch index over the bank images (INT8 export rebuilds the bank)
 
 
 @dataclass
@@ -137,11 +139,15 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
 
     torch.save(backbone.state_dict(), run_dir / BACKBONE_FILE)
     np.save(run_dir / BANK_FILE, bank, allow_pickle=False)
+    np.save(run_dir / CORESET_IDS_FILE, np.asarray(ids, np.int64), allow_pickle=False)
     cfg_dict = asdict(cfg)
+    weights = cfg.weights or "imagenet (packaged)"
+    if extra and "fine_tuning" in extra:
+        weights = f"fine-tuned ({extra['fine_tuning'].get('method', 'fine-tuning')}) from {weights}"
     info = {
         "config": cfg_dict,
         "backbone": {"name": backbone.name, "levels": list(embedder.levels), "patch_size": cfg.patch_size,
-                     "dim": embedder.dim, "weights": cfg.weights or "imagenet (packaged)"},
+                     "dim": embedder.dim, "weights": weights},
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
         "embedding_dim": embedder.dim,
@@ -181,3 +187,9 @@ def load_run(run_dir: str | Path) -> tuple[PatchEmbedder, dict, Preprocessor]:
 
 def load_bank(run_dir: str | Path) -> np.ndarray:
     return np.load(Path(run_dir) / BANK_FILE, allow_pickle=False)
+
+
+def load_coreset_ids(run_dir: str | Path) -> np.ndarray | None:
+    """Flat patch index (image * h * w + patch) of each bank row, or None for runs made before it was stored."""
+    path = Path(run_dir) / CORESET_IDS_FILE
+    return np.load(path, allow_pickle=False) if path.is_file() else None

@@ -26,7 +26,7 @@ def test_result_fields(inspector, synthetic_category):
     assert r.anomaly_map.shape == frame.shape[:2] and r.anomaly_map.dtype == np.float32
     assert 0.0 <= r.score <= 1.0
     assert r.is_anomalous == (r.raw_score >= inspector.threshold)
-    assert set(r.timings) == {"preprocess", "backbone", "search", "map", "total"}
+    assert set(r.timings) == {"preprocess", "backbone", "search", "scoring", "map", "total"}
     assert inspector.check(frame, with_map=False).anomaly_map is None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -77,6 +78,7 @@ class FrameSource(ABC):
         self._is_open = False
         self._next_id = 0
         self._stats = {"delivered": 0, "skipped": 0, "failed_buffers": 0, "reconnects": 0, "errors": 0}
+        self._events: deque[str] = deque(maxlen=1000)
 
     # -- contract ---------------------------------------------------------
     @abstractmethod
@@ -104,6 +106,20 @@ class FrameSource(ABC):
     def stats(self) -> dict:
         """Counters: delivered, skipped, failed_buffers, reconnects, errors (a copy)."""
         return dict(self._stats)
+
+    def take_events(self) -> list[str]:
+        """Messages about frames lost or faults survived since the last call (oldest first).
+
+        Unreadable files, failed grabs and reconnects each leave one message, so a
+        caller can log them beside its verdicts. At most the last 1000 are kept.
+        """
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    def _event(self, message: str) -> None:
+        self._events.append(message)
 
     def _require_open(self) -> None:
         if not self._is_open:

@@ -153,6 +153,7 @@ class CameraSource(FrameSource):
         self._consecutive_failed = 0
         self._last_failure = ""
         self._outputs: dict[str, Any] = {}
+        self._cancel = threading.Event()
 
     # -- public access to the device ---------------------------------------
     @property
@@ -178,10 +179,18 @@ class CameraSource(FrameSource):
             out = self._outputs[line] = RejectOutput(self, line=line)
         out.pulse(duration_ms)
 
+    def cancel(self) -> None:
+        """Make a :meth:`read` waiting for a lost camera give up soon (from any thread).
+
+        The waiting read raises :class:`SourceError`; :meth:`open` clears the request.
+        """
+        self._cancel.set()
+
     # -- lifecycle ----------------------------------------------------------
     def open(self) -> None:
         if self._is_open:
             return
+        self._cancel.clear()
         self._pylon, self._genicam = _import_pylon()
         self._connect(self.config.serial)
         self._is_open = True
@@ -373,6 +382,7 @@ class CameraSource(FrameSource):
             self._last_failure = f"{result.GetErrorDescription()} (error 0x{result.GetErrorCode():x})"
             level = logging.WARNING if self._consecutive_failed == 1 else logging.DEBUG
             log.log(level, "camera %s: failed grab: %s", self.serial, self._last_failure)
+            self._event(f"camera {self.serial}: failed grab: {self._last_failure}")
             if self._consecutive_failed >= self.config.max_consecutive_failed:
                 count, self._consecutive_failed = self._consecutive_failed, 0
                 raise SourceError(f"camera {self.serial}: {count} grabs in a row failed; "
@@ -395,6 +405,7 @@ class CameraSource(FrameSource):
         if not self.config.reconnect:
             raise SourceError(f"camera {serial} lost ({reason}) and reconnect is disabled")
         log.warning("camera %s lost (%s); reconnecting", serial, reason)
+        self._event(f"camera {serial} lost ({reason}); reconnecting")
         lost_at = time.monotonic()
         backoff, max_wait = self.config.reconnect_backoff_s, self.config.reconnect_max_wait_s
         last_error, attempt = reason, 0
@@ -406,7 +417,8 @@ class CameraSource(FrameSource):
                 if left <= 0:
                     break
                 delay = min(delay, left)
-            time.sleep(delay)
+            if self._cancel.wait(delay):
+                raise SourceError(f"camera {serial} lost ({reason}); reconnect cancelled")
             try:
                 self._connect(serial)
             except SourceError as exc:
@@ -418,6 +430,7 @@ class CameraSource(FrameSource):
             if frame_rate:
                 self._pending_skip += int(round(outage * frame_rate))
             log.warning("camera %s reconnected after %.2f s (attempt %d)", serial, outage, attempt)
+            self._event(f"camera {serial} reconnected after {outage:.2f} s (attempt {attempt})")
             return
         raise SourceError(f"camera {serial} lost ({reason}) and not back within {max_wait} s; "
                           f"last error: {last_error}")

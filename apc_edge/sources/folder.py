@@ -77,6 +77,7 @@ class FolderSource(FrameSource):
                 self._stats["errors"] += 1
                 self._pending_skip += 1
                 log.warning("skipping unreadable image %s", path)
+                self._event(f"cannot decode image file {path}")
                 continue
             skipped, self._pending_skip = self._pending_skip, 0
             self._delivered_this_pass += 1

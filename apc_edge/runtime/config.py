@@ -1,0 +1,96 @@
+"""Camera lanes from plain settings: the command line and a JSON config file share this.
+
+A config file lists cameras, each with its own model dir; ``defaults`` apply to
+every camera, and relative paths are taken from the config file's folder::
+
+    {
+      "defaults": {"trigger": "hardware", "pixel_format": "BayerRG8", "exposure_us": 800},
+      "cameras": [
+        {"serial": "40123456", "model": "models/bottle", "reject_line": "Line2", "reject_pulse_ms": 40},
+        {"serial": "40123457", "model": "models/cap", "threshold": 2.3, "nodes": {"LineDebouncerTime": 10}}
+      ]
+    }
+
+Keys: see :data:`CAMERA_KEYS`. ``nodes`` are raw camera node settings written last,
+in order; ``emu_images`` (pylon camera emulator only) replays the images of a folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..sources import CameraConfig
+from .lane import LaneSpec
+
+CAMERA_FIELDS = ("serial", "trigger", "trigger_line", "trigger_edge", "strategy", "exposure_us", "gain", "width",
+                 "height", "pixel_format", "output_format", "max_num_buffer", "grab_timeout_ms", "reconnect",
+                 "reconnect_max_wait_s")
+LANE_FIELDS = ("threshold", "device", "reject_line", "reject_pulse_ms", "name")
+CAMERA_KEYS = ("model", *CAMERA_FIELDS, *LANE_FIELDS, "nodes", "emu_images")
+
+
+class ConfigError(ValueError):
+    """A config file or a camera setting is wrong; the message names the key or file."""
+
+
+def emulator_replay_nodes(folder: str | Path) -> dict[str, str]:
+    """Node settings that make a pylon emulated camera replay the image files of ``folder``."""
+    return {"TestImageSelector": "Off", "ImageFileMode": "On", "ImageFilename": str(Path(folder).resolve())}
+
+
+def camera_lane(settings: dict[str, Any], where: str = "camera settings") -> LaneSpec:
+    """A camera :class:`LaneSpec` from a flat dict of :data:`CAMERA_KEYS`.
+
+    Example::
+
+        camera_lane({"model": "models/bottle", "serial": "40123456", "trigger": "software"})
+    """
+    unknown = sorted(set(settings) - set(CAMERA_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {list(CAMERA_KEYS)}")
+    if not settings.get("model"):
+        raise ConfigError(f"{where}: no model dir ('model') given")
+    nodes = settings.get("nodes") or {}
+    if not isinstance(nodes, dict):
+        raise ConfigError(f"{where}: 'nodes' must be an object of node names to values, got {nodes!r}")
+    extra = dict(emulator_replay_nodes(settings["emu_images"])) if settings.get("emu_images") else {}
+    extra.update(nodes)
+    cam = {k: settings[k] for k in CAMERA_FIELDS if settings.get(k) is not None}
+    cam.setdefault("reconnect_max_wait_s", settings.get("reconnect_max_wait_s"))   # None: wait forever
+    lane = {k: settings[k] for k in LANE_FIELDS if settings.get(k) is not None}
+    try:
+        return LaneSpec(settings["model"], "camera", camera=CameraConfig(extra=extra, **cam), **lane)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> list[LaneSpec]:
+    """Camera lanes of a JSON config file (see the module docstring for the format)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cameras"), list) or not data["cameras"]:
+        raise ConfigError(f"config file {path}: expected an object with a non-empty 'cameras' list")
+    extra_top = sorted(set(data) - {"defaults", "cameras"})
+    if extra_top:
+        raise ConfigError(f"config file {path}: unknown top-level key(s) {extra_top}; use 'defaults' and 'cameras'")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"config file {path}: 'defaults' must be an object")
+    specs = []
+    for i, cam in enumerate(data["cameras"]):
+        if not isinstance(cam, dict):
+            raise ConfigError(f"config file {path}: cameras[{i}] must be an object")
+        settings = {**defaults, **cam}
+        for key in ("model", "emu_images"):
+            if settings.get(key):
+                settings[key] = str(path.parent / Path(settings[key]).expanduser())
+        specs.append(camera_lane(settings, where=f"config file {path}, cameras[{i}]"))
+    return specs

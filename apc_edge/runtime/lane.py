@@ -1,0 +1,300 @@
+"""One inspection lane: a frame source, its grab thread, an Inspector, a verdict log.
+
+For every frame the lane thread runs ``Inspector.check``, pulses the reject
+output on NG (when asked), appends the verdict to the log (fsync'd before the
+next frame is taken from the queue), then queues the NG overlay for the
+background :class:`OverlayWriter`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ..inspector import Inspector
+from ..manifest import ModelDirError
+from ..sources import CameraConfig, CameraSource, FolderSource, Frame, FrameSource, SourceError, VideoSource
+from .grabber import EndOfFrames, Grabber
+from .overlay_writer import OverlayWriter
+from .stats import LaneStats
+from .verdict_log import VerdictLog, VerdictLogError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("camera", "folder", "video")
+MAX_CONSECUTIVE_INSPECT_ERRORS = 20
+
+
+@dataclass
+class LaneSpec:
+    """What one lane inspects and with which model.
+
+    ``kind`` is ``"camera"`` (``camera`` holds its :class:`CameraConfig`),
+    ``"folder"`` or ``"video"`` (``path``; ``loop`` replays it forever).
+    ``threshold`` overrides the model's raw threshold. ``reject_line`` (camera
+    only) gets a ``reject_pulse_ms`` pulse on every NG verdict. ``name`` is the
+    lane's sub-folder of the output folder when a run has several lanes.
+
+    Example::
+
+        LaneSpec("models/bottle", "camera", camera=CameraConfig(serial="40123456", trigger="hardware"),
+                 reject_line="Line2", reject_pulse_ms=40)
+    """
+
+    model_dir: str | Path
+    kind: str
+    path: str | Path | None = None
+    camera: CameraConfig | None = None
+    loop: bool = False
+    threshold: float | None = None
+    device: str = "CPU"
+    reject_line: str | None = None
+    reject_pulse_ms: float = 50.0
+    name: str | None = None
+
+    def __post_init__(self):
+        self.model_dir = Path(self.model_dir)
+        if self.kind not in KINDS:
+            raise ValueError(f"lane kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "camera":
+            self.camera = self.camera or CameraConfig()
+        elif self.path is None:
+            raise ValueError(f"a {self.kind} lane needs a path")
+        if self.reject_line and self.kind != "camera":
+            raise ValueError("a reject output needs a camera source (--reject-line works with --camera only)")
+        if self.reject_pulse_ms <= 0:
+            raise ValueError(f"reject pulse length must be > 0 ms, got {self.reject_pulse_ms}")
+        if self.name is None:
+            self.name = (self.camera.serial or "camera") if self.kind == "camera" else Path(self.path).name
+
+    @property
+    def latest_wins(self) -> bool:
+        """True for a free-running camera grabbing the latest image: frames may be dropped."""
+        return self.kind == "camera" and self.camera.trigger == "none" and self.camera.grab_strategy == "latest"
+
+    def build_source(self) -> FrameSource:
+        if self.kind == "camera":
+            return CameraSource(self.camera)
+        if self.kind == "folder":
+            return FolderSource(self.path, loop=self.loop)
+        return VideoSource(self.path, loop=self.loop)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def _file_tag(name: str | None) -> str:
+    return "_" + re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)[:80] if name else ""
+
+
+class Lane:
+    """Runs one :class:`LaneSpec` in two threads (grab, inspect), writing into ``out_dir``.
+
+    Example::
+
+        lane = Lane(spec, "out/line1", run_id="20260101T000000Z-1")
+        lane.open()          # loads the model, opens the source and the log; raises on a bad setup
+        lane.start()
+        lane.join()
+        print(lane.stats.frames, lane.end_reason)
+    """
+
+    def __init__(self, spec: LaneSpec, out_dir: str | Path, run_id: str, max_frames: int | None = None,
+                 ng_images_max: int | None = None):
+        self.spec = spec
+        self.out_dir = Path(out_dir)
+        self.run_id = run_id
+        self.max_frames = max_frames
+        self.ng_images_max = ng_images_max
+        self.stats = LaneStats()
+        self.inspector: Inspector | None = None
+        self.source: FrameSource | None = None
+        self.vlog = VerdictLog(self.out_dir / "verdicts.jsonl")
+        self.grabber: Grabber | None = None
+        self.writer: OverlayWriter | None = None
+        self.end_reason: str | None = None
+        self.fatal: str | None = None
+        self._stop = threading.Event()
+        self._stop_reason = "stopped"
+        self._next_id = 0
+        self._consecutive_inspect_errors = 0
+        self._ng_images_queued = 0
+        self._thread = threading.Thread(target=self._loop, name=f"inspect {spec.name}", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------
+    def open(self) -> None:
+        """Load the model, open the source and the verdict log (model first: no camera is
+        touched when the model dir is bad). Raises ModelDirError, SourceError or VerdictLogError."""
+        self.inspector = Inspector(self.spec.model_dir, device=self.spec.device, threshold=self.spec.threshold)
+        self.source = self.spec.build_source()
+        self.source.open()
+        try:
+            self.vlog.open()
+        except VerdictLogError:
+            self.source.close()
+            raise
+
+    def start(self) -> None:
+        self.grabber = Grabber(self.source, latest=self.spec.latest_wins, max_frames=self.max_frames)
+        self.writer = OverlayWriter()
+        self.stats.started = time.monotonic()
+        self.grabber.start()
+        self._thread.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """End soon (thread-safe, returns at once): a free-running camera after the frame
+        in hand; other sources after the frames already grabbed, so none goes unjudged."""
+        self._stop_reason = reason
+        self._stop.set()
+        if self.grabber is not None:
+            self.grabber.stop()
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def taken(self) -> int:
+        s = self.stats
+        return s.frames + s.bad_frames + s.inspect_errors
+
+    # -- the inspect thread -----------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                if self._stop.is_set() and self.spec.latest_wins:
+                    self.end_reason = self._stop_reason
+                    break
+                item = self.grabber.get(timeout_s=0.2)
+                self._log_source_events()          # also while idle: an outage shows up at once
+                if item is None:
+                    continue
+                if isinstance(item, EndOfFrames):
+                    self.end_reason = self._stop_reason if item.reason == "stopped" else item.reason
+                    if item.error:
+                        self._fail(item.error)
+                    break
+                self._process(item)
+                if self.max_frames is not None and self.taken >= self.max_frames:
+                    self.end_reason = "max frames"
+                    break
+        except VerdictLogError as exc:
+            self.end_reason, self.fatal = "error", str(exc)
+            log.error("%s", exc)
+        except Exception as exc:
+            self.end_reason = "error"
+            self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.grabber.abort()
+            if self.grabber.join(10.0):
+                self._close_source()
+            else:
+                log.error("%s: the grab thread does not end; leaving the source open", self.spec.name)
+            try:
+                self._log_source_events()
+            except VerdictLogError as exc:
+                log.error("%s", exc)
+            self.stats.ended = time.monotonic()
+            self.vlog.close()
+            self.writer.close()
+            self.stats.ng_images = self.writer.written
+            self.stats.ng_images_skipped += self.writer.failed
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as exc:  # a removed camera may refuse even this
+            log.warning("%s: closing the source: %s", self.spec.name, exc)
+
+    def _fail(self, message: str) -> None:
+        """A lane-ending error: log it, record it in the verdict log when possible."""
+        self.end_reason, self.fatal = "error", message
+        log.error("%s: %s", self.spec.name, message)
+        try:
+            self.vlog.append(self._record(None, error_kind="fatal", error=message))
+        except VerdictLogError as exc:
+            log.error("%s", exc)
+
+    def _record(self, frame: Frame | None, **fields) -> dict:
+        ts = frame.timestamp if frame is not None else time.time()
+        rec = {"time": _iso(ts), "epoch": round(ts, 3), "run": self.run_id,
+               "source": frame.source_id if frame is not None else self.source.source_id,
+               "frame_id": frame.frame_id if frame is not None else None,
+               "file": frame.name if frame is not None else None}
+        if "error" in fields:
+            rec["verdict"] = "ERROR"
+        rec.update(fields)
+        return rec
+
+    def _log_source_events(self) -> None:
+        for message in self.source.take_events():
+            self.stats.source_events += 1
+            self.vlog.append(self._record(None, error_kind="source", error=message))
+
+    def _process(self, frame: Frame) -> None:
+        gap = max(0, frame.frame_id - self._next_id)
+        self._next_id = frame.frame_id + 1
+        self.stats.dropped += gap
+        try:
+            result = self.inspector.check(frame.image, with_map=True)
+        except ModelDirError:
+            raise
+        except ValueError as exc:
+            self.stats.bad_frames += 1
+            log.warning("%s frame %d%s: bad frame: %s", self.spec.name, frame.frame_id,
+                        f" ({frame.name})" if frame.name else "", exc)
+            self.vlog.append(self._record(frame, skipped_before=gap, error_kind="bad_frame", error=str(exc)))
+            return
+        except Exception as exc:
+            self.stats.inspect_errors += 1
+            self._consecutive_inspect_errors += 1
+            message = f"{type(exc).__name__}: {exc}"
+            log.warning("%s frame %d: inspection failed: %s", self.spec.name, frame.frame_id, message)
+            self.vlog.append(self._record(frame, skipped_before=gap, error_kind="inspect", error=message))
+            if self._consecutive_inspect_errors >= MAX_CONSECUTIVE_INSPECT_ERRORS:
+                raise RuntimeError(f"{MAX_CONSECUTIVE_INSPECT_ERRORS} frames in a row failed to inspect; "
+                                   f"last: {message}") from exc
+            return
+        self._consecutive_inspect_errors = 0
+        ng = bool(result.is_anomalous)
+        rec = self._record(frame, skipped_before=gap, verdict="NG" if ng else "OK",
+                           score=round(result.score, 6), raw_score=round(result.raw_score, 6),
+                           threshold=round(result.threshold, 6), check_ms=round(result.timings["total"], 2))
+        if ng and self.spec.reject_line:
+            rec["rejected"] = self._reject()
+        overlay_rel = None
+        if ng:
+            if self.ng_images_max is None or self._ng_images_queued < self.ng_images_max:
+                overlay_rel = f"ng/{self.run_id}/{frame.frame_id:08d}{_file_tag(frame.name)}.png"
+                rec["overlay"] = overlay_rel
+            else:
+                self.stats.ng_images_skipped += 1
+        latency_ms = (time.time() - frame.timestamp) * 1e3
+        rec["latency_ms"] = round(latency_ms, 2)
+        self.vlog.append(rec)
+        self.stats.frames += 1
+        self.stats.ng += ng
+        self.stats.latency.add(latency_ms)
+        self.stats.check.add(result.timings["total"])
+        if overlay_rel:
+            self._ng_images_queued += 1
+            self.writer.put(self.out_dir / overlay_rel, frame.image, result.anomaly_map, result.threshold,
+                            label=f"NG {result.score:.2f}  #{frame.frame_id}")
+
+    def _reject(self) -> bool:
+        try:
+            self.source.pulse_output(self.spec.reject_line, self.spec.reject_pulse_ms)
+            return True
+        except SourceError as exc:
+            self.stats.reject_errors += 1
+            log.warning("%s: reject output %s failed: %s", self.spec.name, self.spec.reject_line, exc)
+            return False

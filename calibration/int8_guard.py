@@ -1,0 +1,115 @@
+"""INT8 accuracy guard: does the compressed model still see what the FP32 model sees?
+
+On held-out good images (never in the bank) and, when given, anomalies, it
+compares the compressed pipeline (graph + its own bank) with the FP32 one:
+per-patch embedding cosine, and the image scores' rank correlation and
+largest relative change. :func:`guard_failures` lists every tolerance passed,
+so the export can refuse with a message naming each.
+
+Example::
+
+    report = compare_pipelines(fp32, int8, pre, images)       # Pipeline(backend, bank, index, b) each
+    problems = guard_failures(report, GuardTolerance(min_cosine=0.97))
+    if problems: raise QuantizationGuardError("; ".join(problems))
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from apc_edge.backends import Backend
+from apc_edge.index import NeighbourIndex
+from apc_edge.preprocess import Preprocessor, load_image
+from apc_edge.scoring import score_embedding
+
+from .agreement import patch_cosines, rank_agreement
+
+
+class QuantizationGuardError(ValueError):
+    """The compressed model moved too far from the FP32 one; nothing was written."""
+
+
+@dataclass(frozen=True)
+class GuardTolerance:
+    """Limits the compressed pipeline must meet (defaults: see the README's "Edge compression")."""
+
+    min_cosine: float = 0.97        # mean per-patch embedding cosine, INT8 vs FP32
+    min_spearman: float = 0.9       # image-score rank correlation over the guard images
+    max_score_change: float = 0.15  # largest relative image-score change
+
+    def validate(self) -> "GuardTolerance":
+        if not -1.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"--int8-min-cosine must be in [-1, 1], got {self.min_cosine}")
+        if not -1.0 <= self.min_spearman <= 1.0:
+            raise ValueError(f"--int8-min-spearman must be in [-1, 1], got {self.min_spearman}")
+        if self.max_score_change < 0:
+            raise ValueError(f"--int8-max-score-change must be >= 0, got {self.max_score_change}")
+        return self
+
+
+@dataclass
+class Pipeline:
+    """What turns an image into a score: the graph, its bank and the search over it."""
+
+    backend: Backend
+    bank: np.ndarray
+    index: NeighbourIndex
+    num_neighbours: int = 9
+
+
+def embed_images(backend: Backend, pre: Preprocessor, paths: list[Path]) -> list[np.ndarray]:
+    """One (D, h, w) embedding per image."""
+    return [backend.run(pre(load_image(p)))[0] for p in paths]
+
+
+def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list[Path],
+                      n_good: int | None = None) -> tuple[dict, list[np.ndarray]]:
+    """Agreement report of ``test`` vs ``ref`` on ``paths`` and ``test``'s embeddings of them.
+
+    ``n_good``: how many of ``paths`` (the first ones) are held-out good images;
+    their scores are also reported separately.
+    """
+    if not paths:
+        raise QuantizationGuardError("the accuracy guard has no images: the run holds out no good images "
+                                     "(apc-train --holdout) and no --guard-images were given")
+    ref_emb = embed_images(ref.backend, pre, paths)
+    test_emb = embed_images(test.backend, pre, paths)
+    cos = np.concatenate([patch_cosines(a, b) for a, b in zip(ref_emb, test_emb)])
+    s_ref = [score_embedding(e, ref.index, ref.bank, ref.num_neighbours).image_score for e in ref_emb]
+    s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours).image_score for e in test_emb]
+    n_good = len(paths) if n_good is None else n_good
+    report = {
+        "n_images": len(paths), "n_held_out_good": n_good, "n_extra": len(paths) - n_good,
+        "embedding_cosine": {"mean": float(cos.mean()), "min": float(cos.min()),
+                             "p01": float(np.quantile(cos, 0.01))},
+        "image_scores": rank_agreement(s_ref, s_test),
+    }
+    if 2 <= n_good < len(paths):
+        report["image_scores_held_out_good"] = rank_agreement(s_ref[:n_good], s_test[:n_good])
+    report["scores"] = {"reference": [round(float(s), 6) for s in s_ref],
+                        "compressed": [round(float(s), 6) for s in s_test]}
+    return report, test_emb
+
+
+def guard_failures(report: dict, tol: GuardTolerance) -> list[str]:
+    """Human-readable list of the tolerances ``report`` passes (empty: the guard holds)."""
+    out = []
+    cos = report["embedding_cosine"]["mean"]
+    if cos < tol.min_cosine:
+        out.append(f"mean embedding cosine INT8 vs FP32 {cos:.4f} < --int8-min-cosine {tol.min_cosine}")
+    scores = report["image_scores"]
+    rho = scores.get("spearman")
+    if rho is not None and rho < tol.min_spearman:
+        out.append(f"image-score Spearman rank correlation {rho:.4f} over {scores['n_images']} images "
+                   f"< --int8-min-spearman {tol.min_spearman}")
+    change = scores["max_rel_change"]
+    if change > tol.max_score_change:
+        out.append(f"largest relative image-score change {change:.4f} > --int8-max-score-change "
+                   f"{tol.max_score_change}")
+    return out
+
+
+def tolerance_dict(tol: GuardTolerance) -> dict:
+    return asdict(tol)

@@ -1,0 +1,72 @@
+"""The AnomalousPatchCore options of ``apc-train`` (kept here so the CLI module stays small).
+
+Example::
+
+    parser = argparse.ArgumentParser(); add_apc_arguments(parser)
+    args = parser.parse_args(["--anomalies", "10", "--tasks", "cls,seg"])
+    apc_config_from_args(args, seed=0).tasks        # ('cls', 'seg')
+"""
+from __future__ import annotations
+
+import argparse
+
+from .model import DECODERS
+from .train import APCConfig
+
+# argparse dest -> APCConfig field (None: not a config field)
+OPTIONS = {"epochs": "epochs", "samples_per_epoch": "samples_per_epoch", "finetune_batch": "batch_size",
+           "tasks": "tasks", "decoder": "decoder", "no_cutpaste": "cutpaste", "no_augment": "augment",
+           "finetune_lr": "lr", "patience": "patience", "resume": None}
+
+
+def add_apc_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument_group("AnomalousPatchCore (fine-tune the backbone with a few real anomalies first)")
+    a.add_argument("--anomalies", type=int, default=None, metavar="N",
+                   help="take N anomalous images (with masks) from test/, uniformly per defect type; "
+                        "apc-eval then leaves them out")
+    a.add_argument("--epochs", type=int, default=None, help=f"fine-tuning epochs (default {APCConfig.epochs})")
+    a.add_argument("--samples-per-epoch", type=int, default=None,
+                   help=f"samples per epoch, half good, half anomalous (default {APCConfig.samples_per_epoch})")
+    a.add_argument("--finetune-batch", type=int, default=None, help=f"batch size (default {APCConfig.batch_size})")
+    a.add_argument("--tasks", default=None, help="comma-separated subset of cls,seg,rec (default all three)")
+    a.add_argument("--decoder", default=None, choices=list(DECODERS), help="default unet2")
+    a.add_argument("--no-cutpaste", action="store_true", default=None, help="no CutPaste anomalies")
+    a.add_argument("--no-augment", action="store_true", default=None, help="no flips, rotations, brightness")
+    a.add_argument("--finetune-lr", type=float, default=None,
+                   help=f"encoder learning rate (default {APCConfig.lr}; decoder {APCConfig.decoder_lr})")
+    a.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a 1%% loss improvement (default: never)")
+    a.add_argument("--resume", action="store_true", default=None,
+                   help="continue from the run dir's apc_checkpoint.pt")
+
+
+def options_given(args: argparse.Namespace) -> list[str]:
+    """Fine-tuning options set on the command line, as flags (they need ``--anomalies``)."""
+    return [f"--{d.replace('_', '-')}" for d in OPTIONS if getattr(args, d) is not None]
+
+
+def apc_config_from_args(args: argparse.Namespace, seed: int) -> APCConfig:
+    """The settings of the command line; ``ValueError`` names a bad one."""
+    cfg = APCConfig(anomalies=args.anomalies, seed=seed)
+    for dest, field in OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None or field is None:
+            continue
+        if dest == "tasks":
+            value = tuple(t.strip() for t in value.split(",") if t.strip())
+        elif dest.startswith("no_"):
+            value = not value
+        setattr(cfg, field, value)
+    cfg.validate()
+    return cfg
+
+
+def describe(info: dict) -> list[str]:
+    """Summary lines of a fine-tuned run for the CLI."""
+    ft = info["fine_tuning"]
+    last = ft["losses"][-1] if ft["losses"] else {}
+    losses = " ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
+    return [f"fine-tuned {ft['epochs_run']} epochs x {ft['samples_per_epoch']} samples with "
+            f"{len(info['few_shot_anomalies']['images'])} anomalies ({', '.join(ft['tasks'])}, {ft['decoder']}) "
+            f"in {ft['seconds']:.1f} s; last epoch: {losses}",
+            f"few-shot anomalies (left out of evaluation): {' '.join(info['few_shot_anomalies']['images'])}"]

@@ -1,0 +1,130 @@
+"""Choose and build the HNSW index of a memory bank by measurement.
+
+For each M (one build each) and each ef, search the held-out images' patches
+and compare with exact search: recall@1, relative distance error, the largest
+relative change of the Eq. 7 image score, and the per-image search time. The
+fastest setting meeting the targets wins; ``auto`` keeps exact search unless
+that HNSW setting is also faster than exact search measured the same way.
+
+Example::
+
+    choice = choose_index(bank, held_out_embeddings, num_neighbours=9, mode="auto")
+    choice.kind, choice.index, choice.report        # "hnsw" | "exact", HnswIndex | None, dict for the manifest
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
+from apc_edge.scoring import embedding_patches, score_neighbours
+
+INDEX_MODES = ("exact", "hnsw", "auto")
+M_GRID = (8, 16, 32)
+EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+EF_CONSTRUCTION = 200
+AUTO_RULE = ("auto: HNSW when its fastest setting that meets the recall@1 and image-score targets on the held-out "
+             "patches searches an image faster than exact search, timed the same way at export; else exact")
+
+
+@dataclass(frozen=True)
+class HnswTargets:
+    """Accuracy an HNSW setting must reach against exact search on held-out patches."""
+
+    min_recall: float = 0.95          # recall@1
+    max_score_change: float = 0.005   # largest relative Eq. 7 image-score change
+
+
+@dataclass
+class IndexChoice:
+    kind: str                                   # "exact" or "hnsw"
+    index: HnswIndex | None
+    report: dict = field(default_factory=dict)
+
+
+def _search_all(index: NeighbourIndex, patch_sets: list[np.ndarray], grid, bank, b: int, repeats: int = 2):
+    """Nearest distances/ids of every image's patches, its Eq. 7 score, and the median per-image time (ms)."""
+    times, dists, ids, scores = [], [], [], []
+    for rep in range(repeats):
+        for i, patches in enumerate(patch_sets):
+            t0 = time.perf_counter()
+            d, j = index.search(patches, k=1)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if rep == 0:
+                dists.append(d[:, 0])
+                ids.append(j[:, 0])
+                scores.append(score_neighbours(patches, d[:, 0], j[:, 0], grid, index, bank, b).image_score)
+    # repeats interleave with other work on a shared machine: take the better pass per image
+    per_image = np.minimum.reduce(np.array(times).reshape(repeats, len(patch_sets)), axis=0)
+    return np.concatenate(dists), np.concatenate(ids), np.array(scores), float(np.median(per_image))
+
+
+def _accuracy(exact, approx, bank) -> dict:
+    d_ex, id_ex, s_ex, _ = exact
+    d_ap, id_ap, s_ap, _ = approx
+    same = (id_ap == id_ex) | np.isclose(d_ap, d_ex, rtol=1e-6, atol=1e-7)
+    rel = (d_ap - d_ex) / np.maximum(d_ex, 1e-12)
+    score_rel = np.abs(s_ap - s_ex) / np.maximum(np.abs(s_ex), 1e-12)
+    return {"recall_at_1": float(same.mean()), "rel_dist_error_mean": float(rel.mean()),
+            "rel_dist_error_p99": float(np.quantile(rel, 0.99)), "rel_dist_error_max": float(rel.max()),
+            "image_score_max_rel_change": float(score_rel.max())}
+
+
+def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
+                 targets: HnswTargets = HnswTargets(), m_grid=M_GRID, ef_grid=EF_GRID,
+                 ef_construction: int = EF_CONSTRUCTION, seed: int = 0) -> IndexChoice:
+    """Measure exact vs HNSW settings on ``embeddings`` (held-out images, (D, h, w) each) and pick per ``mode``."""
+    if mode not in INDEX_MODES:
+        raise ValueError(f"unknown index mode {mode!r}; choose one of {', '.join(INDEX_MODES)}")
+    bank = np.ascontiguousarray(bank, np.float32)
+    if mode == "exact":
+        return IndexChoice("exact", None, {"type": "exact", "chosen_by": "--index exact"})
+    if not embeddings:
+        raise ValueError("choosing HNSW parameters needs held-out images (apc-train --holdout or --guard-images)")
+    grid = embeddings[0].shape[1:]
+    patch_sets = [embedding_patches(e) for e in embeddings]
+    exact = _search_all(ExactIndex(bank), patch_sets, grid, bank, num_neighbours)
+    rows, best = [], None
+    for m in m_grid:
+        t0 = time.perf_counter()
+        index = HnswIndex.build(bank, M=m, ef_construction=ef_construction, seed=seed)
+        build_s = time.perf_counter() - t0
+        for ef in ef_grid:
+            index.ef = ef
+            approx = _search_all(index, patch_sets, grid, bank, num_neighbours)
+            row = {"M": m, "ef_construction": ef_construction, "ef": ef, "build_s": round(build_s, 2),
+                   "search_ms_per_image": round(approx[3], 3), **_accuracy(exact, approx, bank)}
+            row["meets_targets"] = (row["recall_at_1"] >= targets.min_recall
+                                    and row["image_score_max_rel_change"] <= targets.max_score_change)
+            rows.append(row)
+            if row["meets_targets"]:
+                if best is None or row["search_ms_per_image"] < best[0]["search_ms_per_image"]:
+                    best = (row, index, ef)
+                break                       # larger ef only costs time
+    report = {"targets": asdict(targets), "n_images": len(embeddings), "n_queries": int(exact[0].size),
+              "exact_search_ms_per_image": round(exact[3], 3), "sweep": rows}
+    if best is None:
+        if mode == "hnsw":
+            top = max(rows, key=lambda r: (r["recall_at_1"], -r["image_score_max_rel_change"]))
+            raise ValueError(f"no HNSW setting reached recall@1 >= {targets.min_recall} and image-score change "
+                             f"<= {targets.max_score_change} (best: M={top['M']} ef={top['ef']} recall@1 "
+                             f"{top['recall_at_1']:.4f}, score change {top['image_score_max_rel_change']:.4f}); "
+                             f"use --index exact or loosen --hnsw-min-recall/--hnsw-max-score-change")
+        return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
+                                           "reason": "no HNSW setting met the targets", "measurement": report})
+    row, index, ef = best
+    index.ef = ef
+    if mode == "auto" and row["search_ms_per_image"] >= exact[3]:
+        return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
+                                           "reason": f"exact {exact[3]:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "
+                                                     f"ms per image", "measurement": report})
+    block = {"type": "hnsw", "file": "index.hnsw", "space": "l2", "M": row["M"],
+             "ef_construction": ef_construction, "ef": ef,
+             "chosen_by": AUTO_RULE if mode == "auto" else "--index hnsw: fastest setting meeting the targets",
+             "measured": {k: row[k] for k in ("recall_at_1", "rel_dist_error_mean", "rel_dist_error_p99",
+                                              "rel_dist_error_max", "image_score_max_rel_change",
+                                              "search_ms_per_image")},
+             "measurement": report}
+    return IndexChoice("hnsw", index, block)

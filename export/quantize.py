@@ -1,0 +1,78 @@
+"""Post-training INT8 quantization of the exported embedding graph (no torch needed).
+
+OpenVINO IR: NNCF ``nncf.quantize`` on the ``ov.Model``. ONNX: ONNX Runtime
+static quantization in QDQ format (per-channel INT8 weights, UINT8 activations),
+fed by a :class:`CalibrationDataReader`. Calibration images go through the same
+:class:`~apc_edge.preprocess.Preprocessor` as every frame.
+
+Example::
+
+    quantize_openvino(Path("fp32/backbone.xml"), Path("int8/backbone.xml"), calib_paths, pre)
+    quantize_onnx(Path("fp32/backbone.onnx"), Path("int8/backbone.onnx"), calib_paths, pre)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from apc_edge.preprocess import Preprocessor, load_image
+
+
+def preprocessed(paths: list[Path], pre: Preprocessor) -> Iterator[np.ndarray]:
+    """Yield one (1, 3, H, W) float32 tensor per image, loaded lazily."""
+    for p in paths:
+        yield pre(load_image(p))
+
+
+def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre: Preprocessor,
+                      preset: str = "performance") -> None:
+    """INT8 IR at ``xml_out`` (+ ``.bin``) from the FP32 IR ``xml_in``; NNCF picks the quantizer places."""
+    import nncf
+    import openvino as ov
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    model = ov.Core().read_model(str(xml_in))
+    dataset = nncf.Dataset(calib_paths, lambda p: pre(load_image(p)))
+    quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset),
+                              subset_size=len(calib_paths))
+    ov.save_model(quantized, str(xml_out), compress_to_fp16=False)
+
+
+class _Reader:
+    """ONNX Runtime calibration data reader over image paths (built lazily: onnxruntime is imported late)."""
+
+    def __new__(cls, input_name: str, paths: list[Path], pre: Preprocessor):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.rewind()
+
+            def get_next(self):
+                x = next(self._it, None)
+                return None if x is None else {input_name: x}
+
+            def rewind(self):
+                self._it = preprocessed(paths, pre)
+
+        return Reader()
+
+
+def quantize_onnx(onnx_in: Path, onnx_out: Path, calib_paths: list[Path], pre: Preprocessor) -> None:
+    """QDQ INT8 ONNX at ``onnx_out`` from the FP32 ``onnx_in`` (MinMax calibration, per-channel weights)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = onnx_out.with_name(onnx_out.stem + ".prep.onnx")
+    quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
+    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    try:
+        quantize_static(str(prepared), str(onnx_out), _Reader(input_name, calib_paths, pre),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
