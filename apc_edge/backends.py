@@ -60,8 +60,11 @@ class OpenVINOBackend(Backend):
             raise ModelDirError(f"OpenVINO could not load {xml_path} on device {self.device}: {exc}") from None
         self.compile_config = dict(config)
         self._local = threading.local()
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) \
-            if self.device == "CPU" else "device default"
+        if self.device == "CPU":
+            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        else:
+            self.inference_precision = "device default"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         request = getattr(self._local, "request", None)

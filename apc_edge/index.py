@@ -27,6 +27,7 @@ class NeighbourIndex(ABC):
     """k-nearest-neighbour search returning Euclidean distances and bank row ids."""
 
     name: str = "?"
+    approximate: bool = False   # True: distances may exceed the true ones (never fall below)
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -56,19 +57,27 @@ class ExactIndex(NeighbourIndex):
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
         k = min(k, self.size)
         q_sq = np.einsum("ij,ij->i", q, q)[:, None]
         best_d = np.full((q.shape[0], k), np.inf, np.float32)
         best_i = np.zeros((q.shape[0], k), np.int64)
         for start in range(0, self.size, self.chunk):
             block = self.bank[start:start + self.chunk]
-            d2 = q_sq - 2.0 * (q @ block.T) + self.bank_sq[None, start:start + self.chunk]
+            # |b|^2 - 2 q.b in place (|q|^2 is added to the k picked only): one (n, chunk) temporary
+            d2 = np.matmul(q, block.T)
+            d2 *= -2.0
+            d2 += self.bank_sq[None, start:start + self.chunk]
             if k == 1:
                 j = np.argmin(d2, axis=1)[:, None]
             else:
                 j = np.argpartition(d2, min(k, d2.shape[1] - 1), axis=1)[:, :k] if d2.shape[1] > k else \
                     np.broadcast_to(np.arange(d2.shape[1]), (q.shape[0], d2.shape[1]))
-            cand_d = np.take_along_axis(d2, j, axis=1)
+            cand_d = np.take_along_axis(d2, j, axis=1) + q_sq
+            if start == 0 and k == 1:
+                best_d, best_i = cand_d, j.astype(np.int64)
+                continue
             merged_d = np.concatenate([best_d, cand_d], axis=1)
             merged_i = np.concatenate([best_i, j + start], axis=1)
             order = np.argsort(merged_d, axis=1, kind="stable")[:, :k]
@@ -92,6 +101,7 @@ class HnswIndex(NeighbourIndex):
     """
 
     name = "hnsw"
+    approximate = True
 
     def __init__(self, index, ef: int = 64, threads: int = -1):
         self._index = index

@@ -22,7 +22,7 @@ from .backends import Backend, open_backend
 from .index import ExactIndex, HnswIndex, NeighbourIndex
 from .manifest import ModelDirError, load_array, load_manifest
 from .preprocess import Preprocessor, validate_frame
-from .scoring import ScoreNormalizer, embedding_patches, score_neighbours, smooth_map
+from .scoring import ScoreNormalizer, embedding_patches, refine_top_patches, score_neighbours, smooth_map
 
 
 @dataclass
@@ -79,6 +79,12 @@ class Inspector:
             self.index = self._open_index()
         else:
             self.index = index
+        # approximate search: the top patches are searched again exactly, so the image score is exact
+        try:
+            self.refine_top = int(self.manifest["index"].get("refine_top", 16))
+        except (TypeError, ValueError):
+            raise ModelDirError(f"{self.model_dir}/manifest.json: index.refine_top must be an integer") from None
+        self._exact = ExactIndex(self.bank) if self.index.approximate else None
         self.backend: Backend = open_backend(self.model_dir, m, device)
         if threshold is not None:
             self.threshold = threshold
@@ -132,9 +138,11 @@ class Inspector:
         t2 = time.perf_counter()
         patches = embedding_patches(emb)
         dist, ids = self.index.search(patches, k=1)
+        dist, ids = dist[:, 0], ids[:, 0]
+        if self._exact is not None:
+            dist, ids, _ = refine_top_patches(patches, dist, ids, self._exact, self.refine_top)
         t3 = time.perf_counter()
-        scores = score_neighbours(patches, dist[:, 0], ids[:, 0], self.patch_grid, self.index, self.bank,
-                                  self.num_neighbours)
+        scores = score_neighbours(patches, dist, ids, self.patch_grid, self.index, self.bank, self.num_neighbours)
         t4 = time.perf_counter()
         amap = None
         if with_map:

@@ -65,12 +65,37 @@ def _is_grey(img: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Resize, optional centre crop, BGR->RGB (mono replicated), scale to 0..1, mean/std."""
+    """Resize (or scale and pad), optional centre crop, BGR->RGB (mono replicated), /255, mean/std.
 
-    resize: tuple[int, int] = (224, 224)          # (height, width) after resize
-    crop: tuple[int, int] | None = None           # (height, width) centre crop, or None
+    ``mode="stretch"`` resizes every frame to ``resize``. ``mode="pad"`` keeps the
+    pixel scale fixed instead: the frame is scaled by ``scale`` (less if it would not
+    fit) and centred on a ``resize`` canvas of the mean colour. Use ``pad`` when frame
+    sizes vary, so texture keeps one scale; cameras with a fixed frame size need
+    neither.
+    """
+
+    resize: tuple[int, int] = (224, 224)          # (height, width) after resize: the model input
+    crop: tuple[int, int] | None = None           # (height, width) centre crop, or None (stretch mode only)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mode: str = "stretch"                         # "stretch" or "pad"
+    scale: float = 1.0                            # pad mode: pixel scale factor
+
+    def __post_init__(self):
+        if self.mode not in ("stretch", "pad"):
+            raise ValueError(f"preprocessing mode must be 'stretch' or 'pad', got {self.mode!r}")
+        if self.mode == "pad" and (self.crop or not self.scale > 0):
+            raise ValueError("pad mode takes a positive scale and no crop")
+
+    def placement(self, frame_hw: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the frame on the resized canvas."""
+        rh, rw = self.resize
+        if self.mode == "stretch":
+            return 0, 0, rh, rw
+        h, w = frame_hw[:2]
+        s = min(self.scale, rh / h, rw / w)
+        nh, nw = max(1, min(rh, round(h * s))), max(1, min(rw, round(w * s)))
+        return (rh - nh) // 2, (rw - nw) // 2, nh, nw
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
@@ -79,7 +104,8 @@ class Preprocessor:
             return cls(resize=tuple(int(v) for v in d["resize"]),
                        crop=tuple(int(v) for v in crop) if crop else None,
                        mean=tuple(float(v) for v in d["mean"]),
-                       std=tuple(float(v) for v in d["std"]))
+                       std=tuple(float(v) for v in d["std"]),
+                       mode=str(d.get("mode", "stretch")), scale=float(d.get("scale", 1.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid preprocessing block {d!r}: {exc}") from None
 
@@ -87,7 +113,7 @@ class Preprocessor:
         d = asdict(self)
         d["color"] = "RGB"
         d["layout"] = "NCHW"
-        d["scale"] = 1.0 / 255.0
+        d["value_scale"] = 1.0 / 255.0
         return d
 
     @property
@@ -118,14 +144,20 @@ class Preprocessor:
         return out
 
     def _to_rgb_resized(self, frame: np.ndarray) -> np.ndarray:
-        rh, rw = self.resize
+        top, left, nh, nw = self.placement(frame.shape)
         h, w = frame.shape[:2]
-        interp = cv2.INTER_AREA if (h > rh or w > rw) else cv2.INTER_LINEAR
-        small = cv2.resize(frame, (rw, rh), interpolation=interp)
+        interp = cv2.INTER_AREA if (h > nh or w > nw) else cv2.INTER_LINEAR
+        small = cv2.resize(frame, (nw, nh), interpolation=interp)
         if small.ndim == 2 or small.shape[2] == 1:
-            rgb = cv2.cvtColor(small.reshape(rh, rw), cv2.COLOR_GRAY2RGB)
+            rgb = cv2.cvtColor(small.reshape(nh, nw), cv2.COLOR_GRAY2RGB)
         else:
             rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        if self.mode == "pad":
+            fill = np.round(np.asarray(self.mean) * 255).astype(np.uint8)
+            canvas = np.empty((*self.resize, 3), np.uint8)
+            canvas[:] = fill
+            canvas[top:top + nh, left:left + nw] = rgb
+            rgb = canvas
         if self.crop:
             top, left, ch, cw = self._crop_box()
             rgb = rgb[top:top + ch, left:left + cw]
@@ -138,6 +170,9 @@ class Preprocessor:
         """
         h, w = frame_shape[:2]
         m = input_map.astype(np.float32, copy=False)
+        if self.mode == "pad":
+            top, left, nh, nw = self.placement(frame_shape)
+            m = m[top:top + nh, left:left + nw]
         if self.crop:
             top, left, ch, cw = self._crop_box()
             full = np.full(self.resize, m.min() if fill is None else fill, np.float32)
@@ -146,11 +181,14 @@ class Preprocessor:
         return cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def to_input_grid(self, array: np.ndarray, nearest: bool = False) -> np.ndarray:
-        """Bring a frame-sized map or mask onto the model-input grid (same resize and crop as frames)."""
-        rh, rw = self.resize
+        """Bring a frame-sized map or mask to model-input scale (same resize and crop as frames).
+
+        In pad mode the result covers the frame's own region only (no canvas padding).
+        """
+        _, _, nh, nw = self.placement(array.shape)
         src = array.astype(np.uint8) if array.dtype == bool else array
         interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-        out = cv2.resize(src, (rw, rh), interpolation=interp)
+        out = cv2.resize(src, (nw, nh), interpolation=interp)
         if self.crop:
             top, left, ch, cw = self._crop_box()
             out = out[top:top + ch, left:left + cw]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .index import NeighbourIndex
+from .index import ExactIndex, NeighbourIndex
 
 
 @dataclass
@@ -61,11 +61,47 @@ def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, gri
                        patch_map=dist.reshape(grid).astype(np.float32))
 
 
+def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, exact: NeighbourIndex,
+                       top: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact distances for the patches an approximate search ranks highest, until the maximum is certain.
+
+    An approximate index never reports a distance below the true one, so once the
+    largest exactly-searched distance is at least every distance not yet searched
+    exactly, it is the true maximum: the image score (and the map's hottest
+    patches) are exact while the other patches keep their approximate distances.
+    Starts with the ``top`` highest and doubles until certain. Returns new
+    ``(dist, ids, n_refined)``.
+    """
+    dist, ids = np.array(dist, np.float32), np.array(ids, np.int64)
+    refined = np.zeros(dist.size, bool)
+    want = max(1, int(top))
+    while True:
+        order = np.argsort(-dist, kind="stable")
+        todo = order[:want][~refined[order[:want]]]
+        if todo.size:
+            d, j = exact.search(patches[todo], k=1)
+            dist[todo], ids[todo] = d[:, 0], j[:, 0]
+            refined[todo] = True
+        rest = dist[~refined]
+        if rest.size == 0 or dist[refined].max() >= rest.max():
+            return dist, ids, int(refined.sum())
+        want *= 2
+
+
 def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
-                    num_neighbours: int = 9) -> PatchScores:
-    """Score one image's patch embedding, shape (D, h, w)."""
+                    num_neighbours: int = 9, exact: NeighbourIndex | None = None, refine_top: int = 16) -> PatchScores:
+    """Score one image's patch embedding, shape (D, h, w).
+
+    With an approximate ``index`` the top patches are searched again in ``exact``
+    (built from ``bank`` when not given) so the maximum is exact
+    (:func:`refine_top_patches`), as the Inspector does.
+    """
     patches = embedding_patches(embedding)
     dist, ids = index.search(patches, k=1)
+    if index.approximate:
+        exact = exact if exact is not None else ExactIndex(bank)
+        d, j, _ = refine_top_patches(patches, dist[:, 0], ids[:, 0], exact, refine_top)
+        return score_neighbours(patches, d, j, embedding.shape[1:], index, bank, num_neighbours)
     return score_neighbours(patches, dist[:, 0], ids[:, 0], embedding.shape[1:], index, bank, num_neighbours)
 
 

@@ -66,11 +66,16 @@ def kendall(a, b) -> float:
     return float((da * db).sum() / den) if den > 0 else 1.0
 
 
-def rank_agreement(ref_scores, test_scores) -> dict:
-    """Spearman, Kendall and the largest relative score change ``|test - ref| / |ref|``."""
+def rank_agreement(ref_scores, test_scores, scale: float | None = None) -> dict:
+    """Spearman, Kendall and the largest relative score change ``|test - ref| / max(|ref|, scale)``.
+
+    ``scale`` (e.g. the decision threshold) keeps low scores, whose small absolute
+    changes cannot flip a verdict, from dominating the relative change.
+    """
     r = np.asarray(ref_scores, np.float64)
     t = np.asarray(test_scores, np.float64)
-    rel = np.abs(t - r) / np.maximum(np.abs(r), 1e-12)
+    floor = 1e-12 if scale is None or not np.isfinite(scale) else max(float(scale), 1e-12)
+    rel = np.abs(t - r) / np.maximum(np.abs(r), floor)
     out = {"n_images": int(r.size), "max_rel_change": float(rel.max()), "mean_rel_change": float(rel.mean())}
     if r.size >= 2:
         out["spearman"] = spearman(r, t)

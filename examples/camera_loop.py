@@ -3,7 +3,7 @@
 Plain pypylon: open a camera, grab, convert to BGR, ``Inspector.check``, act on
 the verdict. No camera? pylon's emulator gives one, replaying a folder:
 
-    PYLON_CAMEMU=1 python examples/camera_loop.py models/bottle --folder ../shared/data/bottle/test/broken_small --frames 10
+    PYLON_CAMEMU=1 python examples/camera_loop.py models/bottle --folder ../shared/data/bottle/test/good --frames 5
     python examples/camera_loop.py models/bottle --serial 40123456 --software-trigger
 
 For a production line (verdict log, reject output, reconnects, several cameras)

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=None, help="reduce patch embeddings to this many channels")
     p.add_argument("--resize", type=int, nargs=2, default=list(TrainConfig.resize), metavar=("H", "W"))
     p.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--resize-mode", choices=("stretch", "pad"), default="stretch",
+                   help="stretch: resize every image to --resize; pad: scale by --scale and centre on a --resize "
+                        "canvas (for data sets whose image sizes vary)")
+    p.add_argument("--scale", type=float, default=1.0, help="pixel scale factor in --resize-mode pad")
     p.add_argument("--holdout", type=float, default=TrainConfig.holdout,
                    help="share of train/good kept out of the memory bank to set the threshold")
     p.add_argument("--neighbours", type=int, default=TrainConfig.num_neighbours, help="b of PatchCore Eq. 7")
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = TrainConfig(backbone=args.backbone, weights=args.weights, coreset_ratio=args.coreset_ratio,
                       dim=args.dim, resize=tuple(args.resize), crop=tuple(args.crop) if args.crop else None,
+                      resize_mode=args.resize_mode, scale=args.scale,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed)
     if args.anomalies is None and apc_cli.options_given(args):
         print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N", file=sys.stderr)

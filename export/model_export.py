@@ -151,7 +151,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     b = int(info["scoring"]["num_neighbours"])
     grid = tuple(info["patch_grid"])
     compressed = opts.precision != "fp32"
-    needs_images = compressed or opts.index == "hnsw" or (opts.index == "auto" and bank.shape[0] >= AUTO_EXACT_BELOW)
+    needs_images = (compressed or opts.index == "hnsw" or opts.bank_dtype != "float32"
+                    or (opts.index == "auto" and bank.shape[0] >= AUTO_EXACT_BELOW))
     bank_paths, held, extra, data_note = [], [], [], None
     if needs_images or opts.data_dir or opts.guard_images:
         try:
@@ -177,7 +178,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
             report, embeddings = compare_pipelines(
                 Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
-                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(held))
+                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(held),
+                threshold=float(info["threshold"]["value"]))
             problems = guard_failures(report, opts.guard)
             quant.update({"precision": opts.precision,
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
@@ -212,9 +214,13 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         if choice.kind == "hnsw":
             choice.index.save(tmp / "index.hnsw")
             files.append("index.hnsw")
-        index = choice.index if choice.kind == "hnsw" else ExactIndex(used_bank)
+        exact = ExactIndex(used_bank)
+        index = choice.index if choice.kind == "hnsw" else exact
         if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
-            held_scores = [score_embedding(e, index, used_bank, b).image_score for e in embeddings[:len(held)]]
+            # scored as the Inspector scores: HNSW, then the top patches again exactly
+            held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
+                                           refine_top=choice.report.get("refine_top", 16)).image_score
+                           for e in embeddings[:len(held)]]
             threshold = {**threshold_block(held_scores),
                          "computed_with": {"precision": opts.precision, "index": choice.kind,
                                            "bank_dtype": opts.bank_dtype}}

@@ -49,6 +49,8 @@ class TrainConfig:
     dim: int | None = None                # channel reduction; None keeps all channels
     resize: tuple[int, int] = (224, 224)
     crop: tuple[int, int] | None = None
+    resize_mode: str = "stretch"          # "pad": fixed pixel scale on a `resize` canvas (frames of varying size)
+    scale: float = 1.0                    # pixel scale factor in pad mode
     coreset_ratio: float = 0.1
     projection_dim: int = 128
     num_neighbours: int = 9
@@ -61,6 +63,7 @@ class TrainConfig:
 
 def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
     return Preprocessor(resize=tuple(cfg.resize), crop=tuple(cfg.crop) if cfg.crop else None,
+                        mode=cfg.resize_mode, scale=cfg.scale,
                         mean=tuple(backbone.input_mean), std=tuple(backbone.input_std))
 
 

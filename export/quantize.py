@@ -27,17 +27,27 @@ def preprocessed(paths: list[Path], pre: Preprocessor) -> Iterator[np.ndarray]:
         yield pre(load_image(p))
 
 
+# PatchCore's aggregation (3x3 average, upsampling, concatenation) stays in float: it is cheap, and
+# quantizing it puts rounding straight onto the embedding (measured on bottle: largest held-out
+# image-score change 0.13 with it quantized, 0.05 without).
+FLOAT_OP_TYPES = ("AvgPool", "Interpolate", "Concat")
+ONNX_FLOAT_OP_TYPES = ("AveragePool", "Resize", "Concat")
+
+
 def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre: Preprocessor,
                       preset: str = "performance") -> None:
-    """INT8 IR at ``xml_out`` (+ ``.bin``) from the FP32 IR ``xml_in``; NNCF picks the quantizer places."""
+    """INT8 IR at ``xml_out`` (+ ``.bin``) from the FP32 IR ``xml_in``; NNCF picks the quantizer places
+    except in the aggregation ops (:data:`FLOAT_OP_TYPES`)."""
     import nncf
     import openvino as ov
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = ov.Core().read_model(str(xml_in))
     dataset = nncf.Dataset(calib_paths, lambda p: pre(load_image(p)))
+    present = {op.get_type_name() for op in model.get_ops()}
+    ignored = nncf.IgnoredScope(types=[t for t in FLOAT_OP_TYPES if t in present])
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset),
-                              subset_size=len(calib_paths))
+                              subset_size=len(calib_paths), ignored_scope=ignored)
     ov.save_model(quantized, str(xml_out), compress_to_fp16=False)
 
 
@@ -62,17 +72,19 @@ class _Reader:
 
 
 def quantize_onnx(onnx_in: Path, onnx_out: Path, calib_paths: list[Path], pre: Preprocessor) -> None:
-    """QDQ INT8 ONNX at ``onnx_out`` from the FP32 ``onnx_in`` (MinMax calibration, per-channel weights)."""
+    """QDQ INT8 ONNX at ``onnx_out`` from the FP32 ``onnx_in`` (MinMax calibration, per-channel weights;
+    the aggregation ops stay float, as for OpenVINO)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = onnx_out.with_name(onnx_out.stem + ".prep.onnx")
     quant_pre_process(str(onnx_in), str(prepared), skip_symbolic_shape=True)
-    input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    keep_float = [n.name for n in graph.node if n.op_type in ONNX_FLOAT_OP_TYPES]
     try:
-        quantize_static(str(prepared), str(onnx_out), _Reader(input_name, calib_paths, pre),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(prepared), str(onnx_out), _Reader(graph.input[0].name, calib_paths, pre),
+                        quant_format=QuantFormat.QDQ, per_channel=True, nodes_to_exclude=keep_float,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)

@@ -66,3 +66,28 @@ def test_load_image_errors_and_grey_detection(tmp_path):
     grey = np.full((40, 40), 77, np.uint8)
     cv2.imwrite(str(tmp_path / "g.png"), cv2.merge([grey, grey, grey]))
     assert load_image(tmp_path / "g.png").ndim == 2
+
+
+def test_pad_mode_keeps_pixel_scale_and_maps_back():
+    pre = Preprocessor(resize=(64, 96), mode="pad", scale=0.5)
+    frame = np.full((60, 40), 200, np.uint8)
+    top, left, h, w = pre.placement(frame.shape)
+    assert (h, w) == (30, 20) and (top, left) == (17, 38)           # scale 0.5, centred on the canvas
+    x = pre(frame)[0]
+    assert x.shape == (3, 64, 96)
+    assert np.abs(x[:, 0, 0]).max() < 0.01                           # canvas holds the mean colour (~0)
+    assert x[0, top + 5, left + 5] > 1.0                             # the frame itself
+    big = np.zeros((400, 100), np.uint8)                             # too tall at scale 0.5: shrunk to fit
+    assert pre.placement(big.shape)[2] == 64
+    m = np.zeros((64, 96), np.float32)
+    m[top:top + h, left:left + w] = 1.0
+    assert np.all(pre.map_to_frame(m, frame.shape) == 1.0)           # only the frame's region maps back
+    assert pre.to_input_grid(np.ones((60, 40), bool), nearest=True).shape == (30, 20)
+    assert Preprocessor.from_dict(pre.to_dict()) == pre
+
+
+def test_pad_mode_rejects_bad_settings():
+    with pytest.raises(ValueError, match="mode"):
+        Preprocessor(mode="zoom")
+    with pytest.raises(ValueError, match="pad mode"):
+        Preprocessor(mode="pad", crop=(10, 10))

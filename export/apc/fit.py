@@ -48,8 +48,10 @@ def fit_apc(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, apc: AP
     model = APCModel(backbone, apc.tasks, apc.decoder, apc.freeze_bn)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    context = {"backbone": cfg.backbone, "weights": cfg.weights, "input_hw": list(pre.input_hw),
+               "holdout": cfg.holdout, "anomalies": selection.keys}
     result = finetune(model, train_set, apc, checkpoint=run_dir / CHECKPOINT_FILE, resume=resume,
-                      show_progress=show_progress)
+                      show_progress=show_progress, context=context)
     backbone = model.encoder.eval()
     settings = asdict(apc)
     settings["tasks"] = list(apc.tasks)
@@ -67,6 +69,7 @@ def fit_apc(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, apc: AP
         "steps_per_epoch": result["steps_per_epoch"],
         "losses": result["history"],
         "seconds_loop": result["seconds"],
+        "cpu_seconds_loop": result["cpu_seconds"],          # process CPU time (all threads) of the loop
         "seconds": round(time.perf_counter() - t0, 2),      # selection, image loading and the loop
     }
     cfg.exclude = selection.keys

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -118,10 +119,15 @@ def _load_checkpoint(path: Path, model: APCModel, opt, signature: str) -> tuple[
 
 
 def finetune(model: APCModel, train_set: FewShotTrainSet, cfg: APCConfig, checkpoint: Path | None = None,
-             resume: bool = False, show_progress: bool = True) -> dict:
-    """Train ``model`` in place; returns ``{"history", "epochs_run", "stopped_early", "seconds", ...}``."""
+             resume: bool = False, show_progress: bool = True, context: dict | None = None) -> dict:
+    """Train ``model`` in place; returns ``{"history", "epochs_run", "stopped_early", "seconds", ...}``.
+
+    ``context`` (JSON-able: backbone, input size, anomalies used, ...) joins ``cfg.signature()`` in the
+    checkpoint, so ``resume`` refuses a checkpoint of another setup with a clear message.
+    """
     cfg.validate()
-    t0 = time.perf_counter()
+    signature = cfg.signature() + (json.dumps(context, sort_keys=True) if context else "")
+    t0, cpu0 = time.perf_counter(), time.process_time()
     weights = {t: float(cfg.loss_weights.get(t, DEFAULT_WEIGHTS[t])) for t in model.tasks}
     pre = train_set.pre
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -129,15 +135,15 @@ def finetune(model: APCModel, train_set: FewShotTrainSet, cfg: APCConfig, checkp
     opt = make_optimizer(model, cfg)
     start, history = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
-        start, history = _load_checkpoint(checkpoint, model, opt, cfg.signature())
+        start, history = _load_checkpoint(checkpoint, model, opt, signature)
     steps = -(-cfg.samples_per_epoch // cfg.batch_size)
     best, since_best = float("inf"), 0
     for h in history:                      # replay the early-stopping state of a resumed run
         best, since_best = (h["total"], 0) if h["total"] < best * (1 - IMPROVEMENT) else (best, since_best + 1)
     stopped_early = False
     model.train()
-    bar = Progress((cfg.epochs - start) * steps, "apc fine-tune") if show_progress else None
-    try:
+    bar_or_none = Progress((cfg.epochs - start) * steps, "apc fine-tune") if show_progress else nullcontext()
+    with bar_or_none as bar:
         for epoch in range(start, cfg.epochs):
             rng = np.random.default_rng([cfg.seed, epoch])
             torch.manual_seed(cfg.seed * 100003 + epoch)
@@ -159,14 +165,11 @@ def finetune(model: APCModel, train_set: FewShotTrainSet, cfg: APCConfig, checkp
             best, since_best = (record["total"], 0) if record["total"] < best * (1 - IMPROVEMENT) \
                 else (best, since_best + 1)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, model, opt, epoch + 1, history, cfg.signature())
+                _save_checkpoint(checkpoint, model, opt, epoch + 1, history, signature)
             if cfg.patience and since_best >= cfg.patience:
                 stopped_early = True
                 break
-    finally:
-        if bar:
-            bar.__exit__(None, None, None)
     model.eval()
     return {"history": history, "epochs_run": len(history), "stopped_early": stopped_early,
             "resumed_from_epoch": start, "steps_per_epoch": steps, "loss_weights": weights,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2)}

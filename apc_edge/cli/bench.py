@@ -1,0 +1,243 @@
+"""apc-bench: how fast is ``Inspector.check`` on this machine? (torch-free; run it on the camera PC)
+
+Examples::
+
+    apc-bench models/bottle                              # 100 synthetic frames of the model's input size
+    apc-bench models/bottle --frames 300 --folder frames/ --json bench.json
+    apc-bench models/bottle --index exact                # ignore the model dir's HNSW index
+
+Prints the median and p95 latency of each stage (preprocess, backbone, search,
+scoring, map) and end to end; throughput with several frames in flight (threads
+sharing one Inspector, and the backbone alone through an OpenVINO
+AsyncInferQueue or ONNX Runtime threads); peak RSS; the CPU, its flags and the
+load average before and after, since numbers taken on a busy machine mislead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..inspector import Inspector
+from ..manifest import ModelDirError
+from ..preprocess import load_image
+from ..sysinfo import peak_rss_mb, system_info
+
+PROG = "apc-bench"
+STAGES = ("preprocess", "backbone", "search", "scoring", "map", "total")
+
+
+def synthetic_frames(hw: tuple[int, int], n: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random BGR textures of size ``hw`` (not white noise, which no camera sees)."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    frames = []
+    for _ in range(n):
+        base = rng.normal(128, 40, (h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
+        img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 4, (h, w, 3))
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return frames
+
+
+def folder_frames(folder: Path, n: int) -> list[np.ndarray]:
+    from ..preprocess import validate_frame
+
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in exts) if Path(folder).is_dir() else []
+    if not paths:
+        raise ValueError(f"--folder {folder} does not exist or holds no images")
+    return [validate_frame(load_image(p)) for p in paths[:n]]
+
+
+def stats(values) -> dict:
+    v = np.asarray(values, np.float64)
+    return {"median": round(float(np.median(v)), 3), "p95": round(float(np.quantile(v, 0.95)), 3),
+            "mean": round(float(v.mean()), 3), "min": round(float(v.min()), 3)}
+
+
+def sequential(inspector: Inspector, frames, n: int, with_map: bool) -> dict:
+    per_stage = {s: [] for s in STAGES}
+    for i in range(n):
+        r = inspector.check(frames[i % len(frames)], with_map=with_map)
+        for s in STAGES:
+            per_stage[s].append(r.timings.get(s, 0.0))
+    return {s: stats(v) for s, v in per_stage.items()}
+
+
+def threaded_throughput(inspector: Inspector, frames, n: int, threads: int, with_map: bool) -> dict:
+    """Frames per second with ``threads`` threads calling ``check`` on one shared Inspector."""
+    counter = iter(range(n))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                inspector.check(frames[i % len(frames)], with_map=with_map)
+            except BaseException as exc:  # reported after the run
+                errors.append(exc)
+                return
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return {"threads": threads, "frames": n, "fps": round(n / wall, 2)}
+
+
+def backbone_throughput(inspector: Inspector, frames, n: int, threads: int) -> dict:
+    """Backbone-only frames per second with several requests in flight."""
+    xs = [inspector.preprocessor(f) for f in frames[:8]]
+    backend = inspector.backend
+    if backend.name == "openvino":
+        import openvino as ov
+
+        config = {**backend.compile_config, "PERFORMANCE_HINT": "THROUGHPUT"}
+        compiled = backend.core.compile_model(backend.core.read_model(str(backend.path)), backend.device, config)
+        queue = ov.AsyncInferQueue(compiled, 0)
+        for i in range(len(queue)):                    # warm up every request
+            queue.start_async({0: xs[i % len(xs)]})
+        queue.wait_all()
+        t0 = time.perf_counter()
+        for i in range(n):
+            queue.start_async({0: xs[i % len(xs)]})
+        queue.wait_all()
+        wall = time.perf_counter() - t0
+        streams = compiled.get_property("NUM_STREAMS")
+        return {"method": "OpenVINO AsyncInferQueue, PERFORMANCE_HINT=THROUGHPUT", "in_flight": len(queue),
+                "streams": int(streams), "frames": n, "fps": round(n / wall, 2)}
+    counter = iter(range(n))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            backend.run(xs[i % len(xs)])
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"method": f"{backend.name}, {threads} threads on one session", "in_flight": threads, "frames": n,
+            "fps": round(n / wall, 2)}
+
+
+def run_bench(args) -> dict:
+    sys_before = system_info()
+    t0 = time.perf_counter()
+    inspector = Inspector(args.model_dir, device=args.device, index="exact" if args.index == "exact" else None)
+    load_s = time.perf_counter() - t0
+    m = inspector.manifest
+    frames = folder_frames(args.folder, args.frames) if args.folder else \
+        synthetic_frames(inspector.preprocessor.input_hw, min(args.frames, 16))
+    with_map = not args.no_map
+    for i in range(args.warmup):
+        inspector.check(frames[i % len(frames)], with_map=with_map)
+    latency = sequential(inspector, frames, args.frames, with_map)
+    threads = args.threads or max(2, os.cpu_count() or 2)
+    result = {
+        "model_dir": str(args.model_dir),
+        "model": {"backbone": m["backbone"].get("name"), "graph_format": m["graph"]["format"],
+                  "precision": m["graph"].get("precision", "fp32"), "index": inspector.index.name,
+                  "bank": [int(inspector.bank.shape[0]), int(inspector.bank.shape[1])],
+                  "input_hw": list(inspector.preprocessor.input_hw), "patch_grid": list(inspector.patch_grid)},
+        "backend": inspector.backend.describe(),
+        "frames": {"source": str(args.folder) if args.folder else "synthetic", "distinct": len(frames),
+                   "frame_shape": list(frames[0].shape), "measured": args.frames, "warmup": args.warmup,
+                   "with_map": with_map},
+        "load_seconds": round(load_s, 3),
+        "latency_ms": latency,
+        "check_over_backbone": round(latency["total"]["median"] / max(latency["backbone"]["median"], 1e-9), 3),
+    }
+    if not args.no_throughput:
+        result["throughput"] = {
+            "end_to_end": threaded_throughput(inspector, frames, args.frames, threads, with_map),
+            "backbone": backbone_throughput(inspector, frames, args.frames, threads),
+        }
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    sys_after = system_info()
+    system = dict(sys_before)
+    system["load_avg_before"] = system.pop("load_avg", None)
+    system["load_avg_after"] = sys_after.get("load_avg")
+    result["system"] = system
+    return result
+
+
+def print_report(r: dict, out=None) -> None:
+    out = out or sys.stdout
+    m, s = r["model"], r["system"]
+    print(f"{PROG}: {r['model_dir']}: {m['backbone']} {m['graph_format']} {m['precision']}, index {m['index']}, "
+          f"bank {m['bank'][0]} x {m['bank'][1]}, input {m['input_hw'][0]}x{m['input_hw'][1]}", file=out)
+    print(f"{PROG}: {s['cpu']} ({s['logical_cores']} logical cores; {' '.join(s['cpu_flags'])}); backend "
+          f"{r['backend']}; load average before {s['load_avg_before']} after {s['load_avg_after']}", file=out)
+    f = r["frames"]
+    print(f"{PROG}: {f['measured']} frames ({f['source']}, {f['distinct']} distinct, shape {f['frame_shape']}), "
+          f"{f['warmup']} warm-up, anomaly map {'on' if f['with_map'] else 'off'}", file=out)
+    print(f"{PROG}: {'stage':<11}{'median ms':>10}{'p95 ms':>10}", file=out)
+    for stage, v in r["latency_ms"].items():
+        print(f"{PROG}: {stage:<11}{v['median']:>10.2f}{v['p95']:>10.2f}", file=out)
+    print(f"{PROG}: end to end / backbone = {r['check_over_backbone']:.2f}", file=out)
+    if "throughput" in r:
+        e, b = r["throughput"]["end_to_end"], r["throughput"]["backbone"]
+        print(f"{PROG}: throughput end to end {e['fps']:.1f} frames/s ({e['threads']} threads, one Inspector); "
+              f"backbone alone {b['fps']:.1f} frames/s ({b['method']}, {b['in_flight']} in flight)", file=out)
+    print(f"{PROG}: peak RSS {r['peak_rss_mb']:.0f} MB; model load {r['load_seconds']:.2f} s", file=out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Benchmark Inspector.check on this machine.")
+    p.add_argument("model_dir")
+    p.add_argument("--frames", type=int, default=100, help="frames to time (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--folder", type=Path, help="time these images instead of synthetic frames")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--index", choices=("manifest", "exact"), default="manifest",
+                   help="search the model dir's index (default) or force exact search")
+    p.add_argument("--threads", type=int, default=0, help="threads for the throughput runs (default: cores, >= 2)")
+    p.add_argument("--no-map", action="store_true", help="time the verdict-only path (no anomaly map)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
+    p.add_argument("--json", dest="json_path", help="write all numbers here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.frames < 1 or args.warmup < 0 or args.threads < 0:
+        print(f"{PROG}: --frames must be >= 1 and --warmup, --threads >= 0", file=sys.stderr)
+        return 2
+    try:
+        result = run_bench(args)
+    except (ModelDirError, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    print_report(result)
+    if args.json_path:
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``apc-calibrate MODEL_DIR [--max-false-alarm A | --target-recall R | --f1]``: set a defensible threshold.
+
+Scores the run's held-out good images (``DATA/train/good``, never in the memory
+bank) and any ``--good``/``--anomalies`` images through the runtime, picks the
+threshold and rewrites the manifest's ``threshold`` block (file hashes stay
+valid: only ``manifest.json`` changes). ``--dry-run`` only reports.
+
+Examples::
+
+    apc-calibrate models/bottle --max-false-alarm 0.01
+    apc-calibrate models/bottle --good more_good_parts/ --max-false-alarm 0.005
+    apc-calibrate models/bottle --anomalies known_defects/ --target-recall 0.95
+    apc-calibrate models/bottle --anomalies known_defects/ --f1 --json calib.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from apc_edge import Inspector
+from apc_edge.manifest import ModelDirError, write_manifest
+from apc_edge.preprocess import load_image
+from apc_edge.progress import Progress
+
+from .dataset import DatasetError
+from .imagesets import collect_images, training_images
+from .thresholds import anomaly_threshold, good_only_threshold, stamp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apc-calibrate", description="Calibrate a model dir's threshold.")
+    p.add_argument("model_dir")
+    p.add_argument("--data", help="training data dir (default: the one recorded in the manifest)")
+    p.add_argument("--good", nargs="+", default=[], metavar="PATH",
+                   help="more good images or folders, never used for the memory bank (e.g. recent production)")
+    p.add_argument("--no-holdout", action="store_true", help="do not use the run's held-out good images")
+    p.add_argument("--anomalies", nargs="+", default=[], metavar="PATH", help="anomalous images or folders")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--max-false-alarm", type=float, help="good-only: false-alarm rate target (default 0.01)")
+    mode.add_argument("--target-recall", type=float, help="with --anomalies: lowest-alarm threshold at this recall")
+    mode.add_argument("--f1", action="store_true", help="with --anomalies: F1-optimal threshold")
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--json", dest="json_path", help="write the threshold block and the scores here")
+    p.add_argument("--dry-run", action="store_true", help="report, do not rewrite the manifest")
+    return p
+
+
+def score_paths(inspector: Inspector, paths: list[Path], label: str) -> list[float]:
+    out = []
+    with Progress(len(paths), label) as bar:
+        for p in paths:
+            out.append(inspector.check(load_image(p), with_map=False).raw_score)
+            bar.update(1)
+    return out
+
+
+def calibrate(args) -> dict:
+    inspector = Inspector(args.model_dir, device=args.device)
+    training = inspector.manifest.get("training", {})
+    goods = [] if args.no_holdout else training_images(training, args.data)[1]
+    n_holdout = len(goods)
+    goods += collect_images(args.good)
+    anomalies = collect_images(args.anomalies)
+    if not goods:
+        raise DatasetError("no good images to calibrate on: the run holds out none and no --good was given")
+    if (args.target_recall is not None or args.f1) and not anomalies:
+        raise ValueError("--target-recall and --f1 need --anomalies")
+    good_scores = score_paths(inspector, goods, "good")
+    bad_scores = score_paths(inspector, anomalies, "anomalies") if anomalies else []
+    if args.target_recall is not None or args.f1:
+        block = anomaly_threshold(good_scores, bad_scores, args.target_recall)
+    else:
+        block = good_only_threshold(good_scores, 0.01 if args.max_false_alarm is None else args.max_false_alarm)
+        if bad_scores:
+            block["achieved"]["recall"] = float(sum(s >= block["value"] for s in bad_scores) / len(bad_scores))
+    block = stamp(block, images={"held_out_good": n_holdout, "extra_good": len(goods) - n_holdout,
+                                 "anomalies": len(anomalies)},
+                  index=inspector.manifest["index"].get("type", "exact"),
+                  precision=inspector.manifest["graph"].get("precision", "fp32"))
+    return {"block": block, "previous": inspector.manifest["threshold"], "manifest": inspector.manifest,
+            "good_scores": good_scores, "anomaly_scores": bad_scores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = calibrate(args)
+    except (ModelDirError, DatasetError, ValueError) as exc:
+        print(f"\napc-calibrate: {exc}", file=sys.stderr)
+        return 2
+    block, prev = out["block"], out["previous"]
+    if not args.dry_run:
+        manifest = dict(out["manifest"])
+        manifest["threshold"] = block
+        write_manifest(args.model_dir, manifest)
+    if args.json_path:
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_path).write_text(json.dumps({"threshold": block, "good_scores": out["good_scores"],
+                                                    "anomaly_scores": out["anomaly_scores"]}, indent=2) + "\n")
+    a = block["achieved"]
+    target = (f"target false alarms {block['target_false_alarm']}" if "target_false_alarm" in block else
+              f"target recall {block['target_recall']}" if "target_recall" in block else "best F1")
+    print(f"apc-calibrate: threshold {block['value']:.4f} ({block['method']}, {target}); was {prev['value']:.4f} "
+          f"({prev.get('method', '?')})")
+    line = f"apc-calibrate: on {a['n_good']} good images false alarms {a['false_alarm_rate']:.4f}"
+    if "recall" in a:
+        line += f"; on {a.get('n_anomalous', len(out['anomaly_scores']))} anomalies recall {a['recall']:.4f}"
+    print(line)
+    if "note" in block:
+        print(f"apc-calibrate: note: {block['note']}")
+    print(f"apc-calibrate: {'dry run, manifest unchanged' if args.dry_run else 'manifest threshold rewritten'} "
+          f"({args.model_dir}/manifest.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""apc-bench prints per-stage numbers and writes them as JSON, without torch."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from apc_edge.cli.bench import STAGES, main as bench_main
+
+KEYS = {"model", "backend", "frames", "latency_ms", "check_over_backbone", "throughput", "peak_rss_mb", "system"}
+
+
+def test_bench_prints_and_writes_json(model_dir_openvino, tmp_path, capsys):
+    assert bench_main([str(model_dir_openvino), "--frames", "4", "--warmup", "1", "--json",
+                       str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"apc-bench: {stage}" in out
+    assert "throughput end to end" in out and "peak RSS" in out and "load average" in out
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert KEYS <= set(r)
+    assert set(r["latency_ms"]) == set(STAGES)
+    assert all(v["p95"] >= v["median"] >= 0 for v in r["latency_ms"].values())
+    assert r["throughput"]["end_to_end"]["fps"] > 0 and r["throughput"]["backbone"]["in_flight"] >= 1
+    assert "AsyncInferQueue" in r["throughput"]["backbone"]["method"]
+    assert r["frames"]["source"] == "synthetic" and r["frames"]["frame_shape"][:2] == r["model"]["input_hw"]
+    assert r["system"]["logical_cores"] >= 1 and isinstance(r["system"]["cpu_flags"], list)
+    assert r["peak_rss_mb"] > 0
+
+
+def test_bench_folder_onnx_exact(model_dir_onnx, synthetic_category, tmp_path, capsys):
+    rc = bench_main([str(model_dir_onnx), "--frames", "3", "--warmup", "0", "--folder",
+                     str(synthetic_category / "test" / "good"), "--index", "exact", "--no-map",
+                     "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["backend"]["backend"] == "onnxruntime" and r["model"]["index"] == "exact"
+    assert r["frames"]["with_map"] is False and r["frames"]["frame_shape"] == [256, 256, 3]
+    assert "threads on one session" in r["throughput"]["backbone"]["method"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folder", "/nonexistent/frames"], "holds no images"),
+    (["--frames", "0"], "--frames must be"),
+])
+def test_bench_bad_arguments(model_dir_onnx, args, message, capsys):
+    assert bench_main([str(model_dir_onnx), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_missing_model_dir(tmp_path, capsys):
+    assert bench_main([str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+BLOCKED = r"""
+import sys, importlib.abc
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, BlockTorch())
+from apc_edge.cli.bench import main
+rc = main([sys.argv[1], "--frames", "2", "--warmup", "0", "--no-throughput"])
+assert "torch" not in sys.modules
+sys.exit(rc)
+"""
+
+
+def test_bench_runs_without_torch(model_dir_openvino):
+    proc = subprocess.run([sys.executable, "-c", BLOCKED, str(model_dir_openvino)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "apc-bench: total" in proc.stdout

@@ -1,0 +1,157 @@
+"""HNSW index: search matches exact search, the runtime loads and verifies index.hnsw, refinement keeps the max exact."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from apc_edge import Inspector, ModelDirError
+from apc_edge.calibration.dataset import MVTecCategory
+from apc_edge.export.hnsw_build import HnswTargets, choose_index
+from apc_edge.export.model_export import ExportOptions, export_model
+from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
+from apc_edge.preprocess import load_image
+from apc_edge.scoring import refine_top_patches
+
+
+def clustered(n, d, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, d)) * 5
+    return (centres[rng.integers(0, 20, n)] + rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [1, 9])
+def test_hnsw_search_equals_exact_on_small_data(k):
+    bank, q = clustered(500, 16, 0), clustered(60, 16, 1)
+    hnsw = HnswIndex.build(bank, M=16, ef_construction=200, ef=200)
+    d, ids = hnsw.search(q, k=k)
+    ref_d, ref_ids = ExactIndex(bank).search(q, k=k)
+    assert d.shape == ids.shape == (60, k) and ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)      # Euclidean, not squared
+
+
+def test_hnsw_save_load_and_size_check(tmp_path):
+    bank = clustered(300, 8, 2)
+    HnswIndex.build(bank, M=8).save(tmp_path / "i.hnsw")
+    loaded = HnswIndex.load(tmp_path / "i.hnsw", dim=8, size=300, ef=32)
+    assert loaded.size == 300 and loaded.ef == 32 and loaded.approximate
+    with pytest.raises(ValueError, match="holds 300 vectors but the memory bank has 301"):
+        HnswIndex.load(tmp_path / "i.hnsw", dim=8, size=301)
+    with pytest.raises(ValueError, match="missing"):
+        HnswIndex.load(tmp_path / "nope.hnsw", dim=8, size=300)
+    with pytest.raises(ValueError, match=r"queries must be \(n, 8\)"):
+        loaded.search(np.zeros((2, 5), np.float32))
+
+
+class InflatingIndex(NeighbourIndex):
+    """A bad approximate index: exact ids but some distances inflated (never deflated)."""
+
+    name, approximate = "bad", True
+
+    def __init__(self, bank, factor):
+        self.exact, self.factor = ExactIndex(bank), factor
+
+    @property
+    def size(self):
+        return self.exact.size
+
+    def search(self, queries, k=1):
+        d, i = self.exact.search(queries, k)
+        return d * self.factor[: len(d), None], i
+
+
+def test_refinement_makes_the_maximum_exact():
+    bank, q = clustered(400, 8, 3), clustered(200, 8, 4) * 1.5
+    factor = np.ones(200, np.float32)
+    factor[np.random.default_rng(5).choice(200, 60, replace=False)] = 3.0     # 60 inflated patches
+    approx = InflatingIndex(bank, factor)
+    d0, i0 = approx.search(q)
+    d, i, n = refine_top_patches(q, d0[:, 0], i0[:, 0], ExactIndex(bank), top=4)
+    ref_d, _ = ExactIndex(bank).search(q)
+    assert d.max() == pytest.approx(ref_d.max(), rel=1e-5)
+    assert int(np.argmax(d)) == int(np.argmax(ref_d[:, 0]))
+    assert 4 <= n < 200                     # doubled until certain, without searching everything
+
+
+@pytest.fixture(scope="module")
+def model_dir_hnsw(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "hnsw"
+    export_model(trained_run, out, options=ExportOptions(target="onnx", index="hnsw",
+                                                         hnsw=HnswTargets(min_recall=0.9, max_score_change=0.01)))
+    return out
+
+
+def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
+    m = json.loads((model_dir_hnsw / "manifest.json").read_text())
+    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "index.hnsw"}
+    idx = m["index"]
+    assert idx["type"] == "hnsw" and idx["file"] == "index.hnsw" and idx["space"] == "l2"
+    for key in ("M", "ef_construction", "ef", "refine_top"):
+        assert isinstance(idx[key], int)
+    assert idx["measured"]["recall_at_1"] >= 0.9
+    assert idx["measurement"]["sweep"] and "exact_search_ms_per_image" in idx["measurement"]
+    assert m["threshold"]["computed_with"]["index"] == "hnsw"
+
+
+def test_hnsw_threshold_equals_exact_threshold(model_dir_hnsw, model_dir_onnx):
+    hnsw = json.loads((model_dir_hnsw / "manifest.json").read_text())["threshold"]["value"]
+    exact = json.loads((model_dir_onnx / "manifest.json").read_text())["threshold"]["value"]
+    assert hnsw == pytest.approx(exact, rel=1e-3)
+
+
+def test_hnsw_inspector_scores_like_exact(model_dir_hnsw, synthetic_category):
+    hnsw, exact = Inspector(model_dir_hnsw), Inspector(model_dir_hnsw, index="exact")
+    assert hnsw.index.name == "hnsw" and exact.index.name == "exact"
+    for s in MVTecCategory(synthetic_category).test_samples()[::2]:
+        frame = load_image(s.path)
+        a, b = hnsw.check(frame), exact.check(frame)
+        assert a.raw_score == pytest.approx(b.raw_score, rel=0.01)
+        assert a.anomaly_map.shape == frame.shape[:2]
+
+
+def test_tampered_index_is_refused_by_name(model_dir_hnsw, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir_hnsw, copy)
+    with open(copy / "index.hnsw", "r+b") as fh:
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelDirError, match=r"index\.hnsw was altered"):
+        Inspector(copy)
+    (copy / "index.hnsw").unlink()
+    with pytest.raises(ModelDirError, match=r"index\.hnsw is missing"):
+        Inspector(copy)
+
+
+def test_unknown_index_type_and_bad_index_argument(model_dir_hnsw, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir_hnsw, copy)
+    path = copy / "manifest.json"
+    m = json.loads(path.read_text())
+    m["index"]["type"] = "faiss"
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelDirError, match="index type 'faiss'"):
+        Inspector(copy)
+    with pytest.raises(ValueError, match="index must be"):
+        Inspector(model_dir_hnsw, index="annoy")
+
+
+def test_choose_index_modes():
+    bank = clustered(2000, 16, 6)
+    emb = [clustered(64, 16, 7 + i).T.reshape(16, 8, 8) for i in range(3)]
+    assert choose_index(bank, emb, mode="exact").kind == "exact"
+    hnsw = choose_index(bank, emb, mode="hnsw", m_grid=(8,), ef_grid=(16, 64))
+    assert hnsw.kind == "hnsw" and hnsw.report["ef"] in (16, 64)
+    auto = choose_index(bank, emb, mode="auto", m_grid=(8,), ef_grid=(16, 64))
+    assert auto.kind in ("exact", "hnsw") and "auto" in auto.report["chosen_by"]      # decided by timing
+    with pytest.raises(ValueError, match="no HNSW setting reached"):
+        choose_index(bank, emb, mode="hnsw", m_grid=(8,), ef_grid=(8,), targets=HnswTargets(min_recall=1.01))
+    with pytest.raises(ValueError, match="unknown index mode"):
+        choose_index(bank, emb, mode="lsh")
+
+
+def test_auto_keeps_exact_for_small_banks(model_dir_openvino):
+    m = json.loads((model_dir_openvino / "manifest.json").read_text())
+    assert m["index"]["type"] == "exact" and "bank below" in m["index"]["chosen_by"]

@@ -1,0 +1,141 @@
+"""INT8 / FP16 export: quantized graphs score like FP32, the accuracy guard refuses and writes nothing."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from apc_edge import Inspector
+from apc_edge.calibration.agreement import spearman
+from apc_edge.calibration.dataset import MVTecCategory
+from apc_edge.calibration.imagesets import calibration_subset, training_images
+from apc_edge.calibration.int8_guard import GuardTolerance, guard_failures
+from apc_edge.export.bank_rebuild import recover_patch_ids
+from apc_edge.export.cli_export import main as export_main
+from apc_edge.export.model_export import ExportOptions, export_model
+from apc_edge.export.patchcore import CORESET_IDS_FILE, load_bank
+from apc_edge.preprocess import load_image
+
+CALIB = 6      # calibration images: enough to test the path, quick on 2 cores
+
+
+def scores(inspector, category):
+    samples = MVTecCategory(category).test_samples()
+    return (np.array([inspector.check(load_image(s.path), with_map=False).raw_score for s in samples]),
+            np.array([s.is_anomalous for s in samples]))
+
+
+@pytest.fixture(scope="module")
+def model_dir_int8(trained_run, synthetic_category, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "ov_int8"
+    test = synthetic_category / "test"
+    export_model(trained_run, out, options=ExportOptions(
+        target="openvino", precision="int8", index="exact", calibration_images=CALIB,
+        guard_images=[str(test / "scratch"), str(test / "spot")]))
+    return out
+
+
+def test_int8_manifest_records_precision_and_guard(model_dir_int8):
+    m = json.loads((model_dir_int8 / "manifest.json").read_text())
+    assert m["graph"]["precision"] == "int8" and m["graph"]["cpu_inference_precision_hint"] == "f32"
+    q = m["quantization"]
+    assert q["passed"] and q["calibration"]["n_images"] == CALIB
+    guard = q["guard"]
+    assert guard["n_held_out_good"] == len(m["training"]["holdout_images"]) > 0
+    assert guard["n_extra"] == 8 and guard["spearman_enforced"]
+    assert 0.9 < guard["embedding_cosine"]["mean"] <= 1.0
+    assert {"spearman", "kendall", "max_rel_change"} <= set(guard["image_scores"])
+    assert q["tolerance"] == {"min_cosine": 0.97, "min_spearman": 0.8, "max_score_change": 0.25}
+    assert m["threshold"]["computed_with"]["precision"] == "int8"
+    assert "int8" in m["memory_bank"]["source"]
+
+
+def test_int8_scores_close_to_fp32(model_dir_int8, model_dir_openvino, synthetic_category):
+    q, labels = scores(Inspector(model_dir_int8), synthetic_category)
+    f, _ = scores(Inspector(model_dir_openvino), synthetic_category)
+    assert Inspector(model_dir_int8).backend.precision == "int8"
+    np.testing.assert_allclose(q[~labels], f[~labels], rtol=0.2)      # goods: where the threshold sits
+    # anomalies may lose height (activation ranges are calibrated on good images) but stay above the goods
+    assert q[labels].min() > q[~labels].max() and f[labels].min() > f[~labels].max()
+    assert spearman(q, f) > 0.8
+
+
+def test_guard_failure_writes_nothing_and_keeps_old_dir(trained_run, model_dir_openvino, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(model_dir_openvino, old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    rc = export_main([str(trained_run), "--out", str(old), "--overwrite", "--int8", "--index", "exact",
+                      "--calibration-images", str(CALIB), "--int8-min-cosine", "0.999999"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "accuracy guard failed" in err and "No model dir written" in err
+    assert "mean embedding cosine" in err and "< --int8-min-cosine 0.999999" in err
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before        # old model dir untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]                  # no temporary dir left behind
+    Inspector(old)
+
+
+def test_guard_failures_name_each_tolerance():
+    report = {"embedding_cosine": {"mean": 0.9}, "score_change_relative_to": "FP32 score",
+              "image_scores": {"n_images": 30, "spearman": 0.5, "max_rel_change": 0.1},
+              "image_scores_held_out_good": {"n_images": 10, "max_rel_change": 0.4}}
+    problems = guard_failures(report, GuardTolerance())
+    assert len(problems) == 3
+    assert "--int8-min-cosine" in problems[0] and "--int8-min-spearman" in problems[1]
+    assert "10 held-out good images 0.4000" in problems[2]
+    report["image_scores"]["n_images"] = 5                                  # too few to rank: not enforced
+    assert len(guard_failures(report, GuardTolerance())) == 2
+    with pytest.raises(ValueError, match="--int8-min-cosine"):
+        GuardTolerance(min_cosine=2).validate()
+
+
+def test_onnx_int8_and_fp16_exports(trained_run, tmp_path, synthetic_category, model_dir_onnx):
+    export_model(trained_run, tmp_path / "onnx8", options=ExportOptions(target="onnx", precision="int8",
+                                                                         index="exact", calibration_images=CALIB))
+    m = json.loads((tmp_path / "onnx8" / "manifest.json").read_text())
+    assert m["graph"]["precision"] == "int8" and "QDQ" in m["quantization"]["method"]
+    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy"}
+    q8, labels = scores(Inspector(tmp_path / "onnx8"), synthetic_category)
+    f32, _ = scores(Inspector(model_dir_onnx), synthetic_category)
+    np.testing.assert_allclose(q8[~labels], f32[~labels], rtol=0.2)
+    assert q8[labels].min() > q8[~labels].max()
+    export_model(trained_run, tmp_path / "fp16", options=ExportOptions(precision="fp16", index="exact"))
+    m16 = json.loads((tmp_path / "fp16" / "manifest.json").read_text())
+    assert m16["graph"]["precision"] == "fp16" and m16["quantization"]["guard"]["embedding_cosine"]["mean"] > 0.999
+    with pytest.raises(ValueError, match="--fp16 applies to --target openvino"):
+        export_model(trained_run, tmp_path / "x", options=ExportOptions(target="onnx", precision="fp16"))
+
+
+def test_float16_bank_storage(trained_run, tmp_path):
+    export_model(trained_run, tmp_path / "b16", options=ExportOptions(target="onnx", bank_dtype="float16",
+                                                                       index="exact"))
+    m = json.loads((tmp_path / "b16" / "manifest.json").read_text())
+    assert np.load(tmp_path / "b16" / "memory_bank.npy").dtype == np.float16
+    assert m["memory_bank"]["dtype"] == "float16"
+    assert m["memory_bank"]["image_score_max_rel_change_vs_float32"] < 0.01
+    assert Inspector(tmp_path / "b16").bank.dtype == np.float32
+
+
+def test_int8_needs_the_training_images(trained_run, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        export_model(trained_run, tmp_path / "m", options=ExportOptions(precision="int8",
+                                                                         data_dir=str(tmp_path / "gone")))
+    assert not (tmp_path / "m").exists()
+
+
+def test_recovered_coreset_ids_match_the_stored_ones(trained_run):
+    info = json.loads((trained_run / "run.json").read_text())
+    bank_paths, held = training_images(info["training"])
+    assert len(held) == len(info["training"]["holdout_images"])
+    stored = np.load(trained_run / CORESET_IDS_FILE)
+    recovered = recover_patch_ids(trained_run, load_bank(trained_run), bank_paths)
+    np.testing.assert_array_equal(recovered, stored)
+
+
+def test_calibration_subset_is_deterministic_and_bounded(tmp_path):
+    paths = [tmp_path / f"{i:03d}.png" for i in range(500)]
+    a, b = calibration_subset(paths, seed=1), calibration_subset(paths, seed=1)
+    assert a == b and len(a) == 300 and a == sorted(a)
+    assert calibration_subset(paths[:20]) == paths[:20]
+    with pytest.raises(ValueError, match="at least 1"):
+        calibration_subset(paths, 0)
