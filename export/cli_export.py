@@ -14,7 +14,7 @@ import sys
 from apc_edge.calibration.int8_guard import GuardTolerance
 
 from .hnsw_build import INDEX_MODES, HnswTargets
-from .model_export import AUTO_EXACT_BELOW, BANK_DTYPES, TARGETS, ExportOptions, export_model
+from .model_export import AUTO_EXACT_BELOW, BANK_DTYPES, INT8_PRESETS, TARGETS, ExportOptions, export_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guard-images", nargs="+", default=[], metavar="PATH",
                    help="extra images or folders (e.g. known anomalies) for the accuracy guard and HNSW sweep, "
                         "besides the run's held-out good images")
+    p.add_argument("--int8-preset", choices=INT8_PRESETS, default="performance",
+                   help="NNCF preset for --target openvino: performance (symmetric activations) or mixed "
+                        "(asymmetric activations) (default %(default)s)")
     g = GuardTolerance()
     p.add_argument("--int8-min-cosine", type=float, default=g.min_cosine,
                    help="guard: least mean per-patch embedding cosine vs FP32 (default %(default)s)")
     p.add_argument("--int8-min-spearman", type=float, default=g.min_spearman,
                    help="guard: least image-score rank correlation vs FP32 (default %(default)s)")
     p.add_argument("--int8-max-score-change", type=float, default=g.max_score_change,
-                   help="guard: largest relative image-score change vs FP32 (default %(default)s)")
+                   help="guard: largest image-score change on the held-out goods, relative to max(score, FP32 "
+                        "threshold) (default %(default)s)")
     p.add_argument("--index", choices=INDEX_MODES, default="auto",
                    help=f"nearest-neighbour index; auto: exact below {AUTO_EXACT_BELOW} bank rows, else HNSW "
                         f"only where measured faster and accurate enough (default %(default)s)")
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         target=args.target, precision="int8" if args.int8 else "fp16" if args.fp16 else "fp32", index=args.index,
         data_dir=args.data, calibration_images=args.calibration_images, guard_images=args.guard_images,
         guard=GuardTolerance(args.int8_min_cosine, args.int8_min_spearman, args.int8_max_score_change),
-        hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype)
+        hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype,
+        int8_preset=args.int8_preset)
     try:
         manifest = export_model(args.run_dir, args.out, overwrite=args.overwrite, options=opts)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

@@ -39,6 +39,7 @@ from .quantize import quantize_onnx, quantize_openvino
 TARGETS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 BANK_DTYPES = ("float32", "float16")
+INT8_PRESETS = ("performance", "mixed")
 ONNX_OPSET = 17
 # Below this many bank rows `--index auto` keeps exact search without measuring (see README "Edge compression").
 AUTO_EXACT_BELOW = 4096
@@ -57,6 +58,7 @@ class ExportOptions:
     guard: GuardTolerance = field(default_factory=GuardTolerance)
     hnsw: HnswTargets = field(default_factory=HnswTargets)
     bank_dtype: str = "float32"
+    int8_preset: str = "performance"          # NNCF preset (OpenVINO): performance | mixed
     seed: int = 0
 
     def validate(self) -> "ExportOptions":
@@ -64,6 +66,8 @@ class ExportOptions:
                                      ("index", self.index, INDEX_MODES), ("bank dtype", self.bank_dtype, BANK_DTYPES)):
             if value not in allowed:
                 raise ValueError(f"unknown export {name} {value!r}; choose one of {', '.join(allowed)}")
+        if self.int8_preset not in INT8_PRESETS:
+            raise ValueError(f"unknown INT8 preset {self.int8_preset!r}; choose one of {', '.join(INT8_PRESETS)}")
         if self.precision == "fp16" and self.target != "openvino":
             raise ValueError("--fp16 applies to --target openvino (FP16-compressed IR); ONNX exports FP32 or INT8")
         self.guard.validate()
@@ -116,9 +120,10 @@ def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> 
                 info = {"method": "OpenVINO FP16 weight compression (save_model compress_to_fp16)"}
             else:
                 t0 = time.perf_counter()
-                quantize_openvino(ref, tmp / main_file, calib_paths, pre)
-                info = {"method": "NNCF post-training quantization (nncf.quantize, preset performance, "
-                                  "fast bias correction)", "seconds": round(time.perf_counter() - t0, 1)}
+                quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset)
+                info = {"method": f"NNCF post-training quantization (nncf.quantize, preset {opts.int8_preset}, "
+                                  f"fast bias correction; aggregation ops kept float)",
+                        "seconds": round(time.perf_counter() - t0, 1)}
     elif opts.precision == "int8":
         t0 = time.perf_counter()
         quantize_onnx(onnx_fp32, tmp / main_file, calib_paths, pre)
