@@ -39,6 +39,25 @@ def test_bench_folder_onnx_exact(model_dir_onnx, synthetic_category, tmp_path, c
     assert "threads on one session" in r["throughput"]["backbone"]["method"]
 
 
+
+def test_bench_index_crossover(model_dir_onnx, tmp_path, capsys):
+    rc = bench_main([str(model_dir_onnx), "--frames", "2", "--warmup", "0", "--no-throughput",
+                     "--index-crossover", "50,1000000", "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    bank_rows = r["model"]["bank"][0]
+    rows = r["index_crossover"]
+    # sizes beyond the bank are capped at the bank's own rows
+    assert [row["rows"] for row in rows] == sorted({50, bank_rows})
+    assert all(row["exact_ms"] > 0 and row["hnsw_ms"] > 0 for row in rows)
+    assert "HNSW+refine ms" in capsys.readouterr().out
+
+
+def test_bench_index_crossover_rejects_bad_sizes(model_dir_onnx, capsys):
+    with pytest.raises(SystemExit):
+        bench_main([str(model_dir_onnx), "--index-crossover", "0,x"])
+    assert "--index-crossover" in capsys.readouterr().err
+
 @pytest.mark.parametrize("args, message", [
     (["--folder", "/nonexistent/frames"], "holds no images"),
     (["--frames", "0"], "--frames must be"),

@@ -5,6 +5,7 @@ Examples::
     apc-bench models/bottle                              # 100 synthetic frames of the model's input size
     apc-bench models/bottle --frames 300 --folder frames/ --json bench.json
     apc-bench models/bottle --index exact                # ignore the model dir's HNSW index
+    apc-bench models/bottle --index-crossover 1000,4000,16000   # where HNSW starts to beat exact search
 
 Prints the median and p95 latency of each stage (preprocess, backbone, search,
 scoring, map) and end to end; throughput with several frames in flight (threads
@@ -26,9 +27,11 @@ import cv2
 import numpy as np
 
 from ..inspector import Inspector
+from ..scoring import embedding_patches
 from ..manifest import ModelDirError
 from ..preprocess import load_image
 from ..sysinfo import peak_rss_mb, system_info
+from .index_crossover import index_crossover
 
 PROG = "apc-bench"
 STAGES = ("preprocess", "backbone", "search", "scoring", "map", "total")
@@ -176,6 +179,9 @@ def run_bench(args) -> dict:
             "end_to_end": threaded_throughput(inspector, frames, args.frames, threads, with_map),
             "backbone": backbone_throughput(inspector, frames, args.frames, threads),
         }
+    if args.index_crossover:
+        patch_sets = [embedding_patches(inspector.embed(f)) for f in frames[:8]]
+        result["index_crossover"] = index_crossover(inspector.bank, patch_sets, args.index_crossover)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     sys_after = system_info()
     system = dict(sys_before)
@@ -203,6 +209,13 @@ def print_report(r: dict, out=None) -> None:
         e, b = r["throughput"]["end_to_end"], r["throughput"]["backbone"]
         print(f"{PROG}: throughput end to end {e['fps']:.1f} frames/s ({e['threads']} threads, one Inspector); "
               f"backbone alone {b['fps']:.1f} frames/s ({b['method']}, {b['in_flight']} in flight)", file=out)
+    if r.get("index_crossover"):
+        print(f"{PROG}: search per frame as the bank grows (random subsets of this bank, this model's patches):",
+              file=out)
+        print(f"{PROG}: {'rows':>8}{'exact ms':>10}{'HNSW+refine ms':>16}", file=out)
+        for row in r["index_crossover"]:
+            print(f"{PROG}: {row['rows']:>8}{row['exact_ms']:>10.2f}{row['hnsw_ms']:>16.2f}"
+                  f"  (M={row['M']}, ef={row['ef']})", file=out)
     print(f"{PROG}: peak RSS {r['peak_rss_mb']:.0f} MB; model load {r['load_seconds']:.2f} s", file=out)
 
 
@@ -218,8 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="threads for the throughput runs (default: cores, >= 2)")
     p.add_argument("--no-map", action="store_true", help="time the verdict-only path (no anomaly map)")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
+    p.add_argument("--index-crossover", type=bank_sizes, metavar="N,N,...",
+                   help="also time exact against HNSW search on subsets of the bank of these sizes")
     p.add_argument("--json", dest="json_path", help="write all numbers here")
     return p
+
+
+def bank_sizes(text: str) -> list[int]:
+    """``"1000,4000"`` -> ``[1000, 4000]``; argparse turns the ValueError into a usage error."""
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"bank sizes must be positive integers, got {text!r}")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
