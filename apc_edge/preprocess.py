@@ -193,3 +193,14 @@ class Preprocessor:
             top, left, ch, cw = self._crop_box()
             out = out[top:top + ch, left:left + cw]
         return out.astype(bool) if array.dtype == bool else out
+
+    def to_input_canvas(self, array: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """Like :meth:`to_input_grid`, but always of the model-input size: in pad mode the frame's region
+        sits where the frame sits on the canvas and the rest is zero (a mask aligned with ``self(frame)``)."""
+        out = self.to_input_grid(array, nearest)
+        if self.mode != "pad":
+            return out
+        top, left, nh, nw = self.placement(array.shape)
+        canvas = np.zeros((*self.input_hw, *out.shape[2:]), out.dtype)
+        canvas[top:top + nh, left:left + nw] = out
+        return canvas

@@ -15,6 +15,7 @@ from apc_edge.calibration.int8_guard import GuardTolerance
 
 from .hnsw_build import INDEX_MODES, HnswTargets
 from .model_export import AUTO_EXACT_BELOW, BANK_DTYPES, INT8_PRESETS, TARGETS, ExportOptions, export_model
+from .quantize import INT8_RANGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-preset", choices=INT8_PRESETS, default="performance",
                    help="NNCF preset for --target openvino: performance (symmetric activations) or mixed "
                         "(asymmetric activations) (default %(default)s)")
+    p.add_argument("--int8-ranges", choices=INT8_RANGES, default="mean",
+                   help="NNCF activation ranges for --target openvino: mean (NNCF default: mean of each "
+                        "calibration image's min/max) or max (min/max over all; clips defects less) "
+                        "(default %(default)s)")
     g = GuardTolerance()
     p.add_argument("--int8-min-cosine", type=float, default=g.min_cosine,
                    help="guard: least mean per-patch embedding cosine vs FP32 (default %(default)s)")
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data, calibration_images=args.calibration_images, guard_images=args.guard_images,
         guard=GuardTolerance(args.int8_min_cosine, args.int8_min_spearman, args.int8_max_score_change),
         hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype,
-        int8_preset=args.int8_preset)
+        int8_preset=args.int8_preset, int8_ranges=args.int8_ranges)
     try:
         manifest = export_model(args.run_dir, args.out, overwrite=args.overwrite, options=opts)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

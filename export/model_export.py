@@ -34,7 +34,7 @@ from apc_edge.scoring import score_embedding
 from .bank_rebuild import coreset_patch_ids, embed_patches
 from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
 from .patchcore import load_bank, load_run, threshold_block
-from .quantize import quantize_onnx, quantize_openvino
+from .quantize import INT8_RANGES, quantize_onnx, quantize_openvino
 
 TARGETS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -59,6 +59,7 @@ class ExportOptions:
     hnsw: HnswTargets = field(default_factory=HnswTargets)
     bank_dtype: str = "float32"
     int8_preset: str = "performance"          # NNCF preset (OpenVINO): performance | mixed
+    int8_ranges: str = "mean"                 # NNCF activation ranges (OpenVINO): mean | max
     seed: int = 0
 
     def validate(self) -> "ExportOptions":
@@ -68,6 +69,9 @@ class ExportOptions:
                 raise ValueError(f"unknown export {name} {value!r}; choose one of {', '.join(allowed)}")
         if self.int8_preset not in INT8_PRESETS:
             raise ValueError(f"unknown INT8 preset {self.int8_preset!r}; choose one of {', '.join(INT8_PRESETS)}")
+        if self.int8_ranges not in INT8_RANGES:
+            raise ValueError(f"unknown INT8 activation ranges {self.int8_ranges!r}; "
+                             f"choose one of {', '.join(INT8_RANGES)}")
         if self.precision == "fp16" and self.target != "openvino":
             raise ValueError("--fp16 applies to --target openvino (FP16-compressed IR); ONNX exports FP32 or INT8")
         self.guard.validate()
@@ -120,9 +124,10 @@ def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> 
                 info = {"method": "OpenVINO FP16 weight compression (save_model compress_to_fp16)"}
             else:
                 t0 = time.perf_counter()
-                quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset)
+                quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset, opts.int8_ranges)
                 info = {"method": f"NNCF post-training quantization (nncf.quantize, preset {opts.int8_preset}, "
-                                  f"fast bias correction; aggregation ops kept float)",
+                                  f"activation ranges {opts.int8_ranges}, fast bias correction; "
+                                  f"aggregation ops kept float)",
                         "seconds": round(time.perf_counter() - t0, 1)}
     elif opts.precision == "int8":
         t0 = time.perf_counter()

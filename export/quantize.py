@@ -34,10 +34,29 @@ FLOAT_OP_TYPES = ("AvgPool", "Interpolate", "Concat")
 ONNX_FLOAT_OP_TYPES = ("AveragePool", "Resize", "Concat")
 
 
+# Activation ranges: "mean" is NNCF's default for per-tensor activations (the mean over calibration images
+# of each image's min and max); "max" takes the min and max over all calibration images. Calibration sees
+# good parts only, so "mean" clips the larger activations a defect raises; "max" keeps them, at a coarser
+# step for the rest.
+INT8_RANGES = ("mean", "max")
+
+
+def activation_ranges(ranges: str):
+    """NNCF advanced parameters for :data:`INT8_RANGES` (``None``: NNCF's defaults)."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if ranges not in INT8_RANGES:
+        raise ValueError(f"unknown INT8 activation ranges {ranges!r}; choose one of {', '.join(INT8_RANGES)}")
+    if ranges == "mean":
+        return None
+    return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+
+
 def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre: Preprocessor,
-                      preset: str = "performance") -> None:
+                      preset: str = "performance", ranges: str = "mean") -> None:
     """INT8 IR at ``xml_out`` (+ ``.bin``) from the FP32 IR ``xml_in``; NNCF picks the quantizer places
-    except in the aggregation ops (:data:`FLOAT_OP_TYPES`)."""
+    except in the aggregation ops (:data:`FLOAT_OP_TYPES`); ``ranges`` is one of :data:`INT8_RANGES`."""
     import nncf
     import openvino as ov
 
@@ -47,7 +66,8 @@ def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre:
     present = {op.get_type_name() for op in model.get_ops()}
     ignored = nncf.IgnoredScope(types=[t for t in FLOAT_OP_TYPES if t in present])
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset),
-                              subset_size=len(calib_paths), ignored_scope=ignored)
+                              subset_size=len(calib_paths), ignored_scope=ignored,
+                              advanced_parameters=activation_ranges(ranges))
     ov.save_model(quantized, str(xml_out), compress_to_fp16=False)
 
 

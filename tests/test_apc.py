@@ -81,6 +81,19 @@ def test_cutpaste_pastes_exactly_where_the_mask_is():
         assert np.all(image[mask] == 200) and np.all(image[~mask] == 0)
 
 
+
+def test_cutpaste_stays_within_the_part():
+    rng = np.random.default_rng(0)
+    target = np.zeros((48, 64, 3), np.uint8)
+    source = np.full((48, 64, 3), 200, np.uint8)
+    source_mask = np.zeros((48, 64), bool)
+    source_mask[2:30, 0:40] = True                    # larger than the box below: cut to it
+    for _ in range(20):
+        image, mask = cut_paste(target, source, source_mask, rng, jitter=False, within=(10, 20, 16, 24))
+        assert mask.any() and not mask[:10].any() and not mask[26:].any()
+        assert not mask[:, :20].any() and not mask[:, 44:].any()
+        assert np.all(image[mask] == 200) and np.all(image[~mask] == 0)
+
 def test_cutpaste_with_jitter_leaves_the_rest_unchanged():
     rng = np.random.default_rng(1)
     target = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
@@ -159,6 +172,21 @@ def test_balanced_batches(synthetic_category):
     assert labels.sum() == 3
     assert torch.all(masks[labels == 0] == 0) and torch.all(masks[labels == 1].flatten(1).sum(1) > 0)
 
+
+
+def test_pad_mode_masks_sit_on_the_canvas_with_their_images(synthetic_category):
+    """In pad mode each frame is centred on a canvas; its mask must land exactly there too (CutPaste needs
+    image and mask of one size)."""
+    data = MVTecCategory(synthetic_category)
+    pre = Preprocessor(resize=(64, 96), mode="pad", scale=0.2)
+    ds = FewShotTrainSet(data.train_good()[:4], select_anomalies(data, 2).samples, pre, cutpaste=True)
+    x, masks, labels = ds.batch(8, np.random.default_rng(0))
+    assert x.shape == (8, 3, 64, 96) and masks.shape == (8, 1, 64, 96)
+    top, left, h, w = pre.placement((256, 256))
+    inside = torch.zeros(64, 96, dtype=torch.bool)
+    inside[top:top + h, left:left + w] = True
+    assert torch.all(masks[labels == 1].flatten(1).sum(1) > 0)
+    assert not torch.any(masks[:, 0][:, ~inside])              # no mask pixel on the padding
 
 @pytest.fixture(scope="module")
 def tuned(synthetic_category, tmp_path_factory):

@@ -83,6 +83,9 @@ def test_pad_mode_keeps_pixel_scale_and_maps_back():
     m[top:top + h, left:left + w] = 1.0
     assert np.all(pre.map_to_frame(m, frame.shape) == 1.0)           # only the frame's region maps back
     assert pre.to_input_grid(np.ones((60, 40), bool), nearest=True).shape == (30, 20)
+    on_canvas = pre.to_input_canvas(np.ones((60, 40), bool), nearest=True)      # aligned with pre(frame)
+    assert on_canvas.shape == (64, 96) and on_canvas.sum() == 30 * 20
+    assert on_canvas[top:top + h, left:left + w].all()
     assert Preprocessor.from_dict(pre.to_dict()) == pre
 
 

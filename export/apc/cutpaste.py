@@ -40,11 +40,14 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def cut_paste(target: np.ndarray, source: np.ndarray, source_mask: np.ndarray, rng: np.random.Generator,
-              jitter: bool = True, flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+              jitter: bool = True, flip: bool = True,
+              within: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Paste the masked defect of ``source`` onto a copy of ``target``; returns (image, mask).
 
     ``target`` and ``source`` are uint8 (H, W, 3) images of the same size, ``source_mask`` a bool (H, W)
-    mask. The defect may be mirrored (``flip``) and colour-jittered (``jitter``) before pasting.
+    mask. The defect may be mirrored (``flip``) and colour-jittered (``jitter``) before pasting. ``within``
+    (top, left, height, width) keeps the paste inside that box of ``target`` (the part itself when it is
+    padded onto a canvas); a defect larger than the box is cut to it.
     """
     if target.shape != source.shape or source_mask.shape != source.shape[:2]:
         raise ValueError(f"CutPaste needs target, source and mask of one size; got {target.shape}, "
@@ -57,8 +60,11 @@ def cut_paste(target: np.ndarray, source: np.ndarray, source_mask: np.ndarray, r
     if jitter:
         patch = jitter_colour(np.ascontiguousarray(patch), rng)
     H, W = target.shape[:2]
-    y = int(rng.integers(0, H - h + 1))
-    x = int(rng.integers(0, W - w + 1))
+    bt, bl, bh, bw = within if within is not None else (0, 0, H, W)
+    h, w = min(h, bh), min(w, bw)
+    patch, pmask = patch[:h, :w], pmask[:h, :w]
+    y = bt + int(rng.integers(0, bh - h + 1))
+    x = bl + int(rng.integers(0, bw - w + 1))
     image = target.copy()
     mask = np.zeros((H, W), bool)
     region = image[y:y + h, x:x + w]

@@ -1,7 +1,7 @@
 """The fine-tuning data: good images and a few real anomalies, in balanced batches.
 
 Every image goes through the project's one ``Preprocessor`` (resize, crop, colour order) once, and is kept
-in memory as uint8 RGB at the model-input size; masks go through ``Preprocessor.to_input_grid``. Batches
+in memory as uint8 RGB at the model-input size; masks go through ``Preprocessor.to_input_canvas``. Batches
 are half good, half anomalous (the few anomalies are oversampled). An anomalous slot holds either a real
 anomaly or, with probability ``cutpaste_share``, a CutPaste image: a real defect moved onto a good image.
 Basic augmentations then apply to every sample. ``to_input`` turns uint8 RGB back into the normalized
@@ -48,7 +48,7 @@ def to_input(pre: Preprocessor, images: Sequence[np.ndarray]) -> np.ndarray:
 def input_mask(pre: Preprocessor, mask: np.ndarray) -> np.ndarray:
     """A frame-sized bool mask on the model-input grid: pixels at least half covered by the defect, or, for
     defects too small to cover half a pixel after downscaling, every pixel they touch."""
-    cover = pre.to_input_grid(mask.astype(np.float32))
+    cover = pre.to_input_canvas(mask.astype(np.float32))
     return cover >= 0.5 if (cover >= 0.5).any() else cover > 0
 
 
@@ -62,7 +62,11 @@ class FewShotTrainSet:
         if not anomalies:
             raise ValueError("fine-tuning needs at least one anomalous image")
         self.pre = pre
-        self.goods = [rgb_input(pre, load_image(p)) for p in good_paths]
+        self.goods, self.good_regions = [], []
+        for p in good_paths:
+            frame = load_image(p)
+            self.goods.append(rgb_input(pre, frame))
+            self.good_regions.append(pre.placement(frame.shape) if pre.mode == "pad" else None)
         self.anomalies, self.masks = [], []
         for s in anomalies:
             frame = load_image(s.path)
@@ -79,8 +83,8 @@ class FewShotTrainSet:
     def anomalous_sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         j = int(rng.integers(len(self.anomalies)))
         if self.cutpaste and rng.random() < self.cutpaste_share:
-            good = self.goods[int(rng.integers(len(self.goods)))]
-            return cut_paste(good, self.anomalies[j], self.masks[j], rng)
+            i = int(rng.integers(len(self.goods)))
+            return cut_paste(self.goods[i], self.anomalies[j], self.masks[j], rng, within=self.good_regions[i])
         return self.anomalies[j], self.masks[j]
 
     def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
