@@ -22,7 +22,7 @@ from .backends import Backend, open_backend
 from .index import ExactIndex, HnswIndex, NeighbourIndex
 from .manifest import ModelDirError, load_array, load_manifest
 from .preprocess import Preprocessor, validate_frame
-from .scoring import ScoreNormalizer, embedding_patches, refine_top_patches, score_neighbours, smooth_map
+from .scoring import ScoreNormalizer, refine_top_patches, region_patches, score_neighbours, smooth_map
 
 
 @dataclass
@@ -64,6 +64,8 @@ class Inspector:
             self.embedding_dim = int(m["embedding_dim"])
             self.num_neighbours = int(m["scoring"]["num_neighbours"])
             self.map_sigma = float(m["scoring"]["map_sigma"])
+            # pad mode: score only the cells on the part, not the canvas around it (runs since part_only)
+            self.part_only = bool(m["scoring"].get("part_only", False))
             self._normalizer = ScoreNormalizer.from_dict(m["threshold"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelDirError(f"{self.model_dir}/manifest.json has an invalid field: {exc}") from None
@@ -136,13 +138,15 @@ class Inspector:
             raise ModelDirError(f"graph output shape {emb.shape} does not match the manifest "
                                 f"({self.embedding_dim}, {self.patch_grid[0]}, {self.patch_grid[1]})")
         t2 = time.perf_counter()
-        patches = embedding_patches(emb)
+        region = self.preprocessor.patch_region(frame.shape, self.patch_grid) if self.part_only else None
+        patches, cells = region_patches(emb, region)
         dist, ids = self.index.search(patches, k=1)
         dist, ids = dist[:, 0], ids[:, 0]
         if self._exact is not None:
             dist, ids, _ = refine_top_patches(patches, dist, ids, self._exact, self.refine_top)
         t3 = time.perf_counter()
-        scores = score_neighbours(patches, dist, ids, self.patch_grid, self.index, self.bank, self.num_neighbours)
+        scores = score_neighbours(patches, dist, ids, self.patch_grid, self.index, self.bank, self.num_neighbours,
+                                  cells)
         t4 = time.perf_counter()
         amap = None
         if with_map:

@@ -97,6 +97,22 @@ class Preprocessor:
         nh, nw = max(1, min(rh, round(h * s))), max(1, min(rw, round(w * s)))
         return (rh - nh) // 2, (rw - nw) // 2, nh, nw
 
+    def patch_region(self, frame_hw: tuple[int, ...], grid: tuple[int, int]) -> np.ndarray | None:
+        """Pad mode: bool (h, w) of the patch cells that overlap the frame on the canvas (the part and the
+        ring of cells on its edge); ``None`` in stretch mode, where every cell is the frame.
+
+        Example::
+
+            Preprocessor(resize=(256, 384), mode="pad", scale=0.5).patch_region((100, 200), (32, 48))
+        """
+        if self.mode != "pad":
+            return None
+        top, left, nh, nw = self.placement(frame_hw)
+        (H, W), (gh, gw) = self.resize, grid
+        region = np.zeros((gh, gw), bool)
+        region[int(top * gh // H):-(-(top + nh) * gh // H), int(left * gw // W):-(-(left + nw) * gw // W)] = True
+        return region
+
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessor":
         try:
@@ -204,3 +220,16 @@ class Preprocessor:
         canvas = np.zeros((*self.input_hw, *out.shape[2:]), out.dtype)
         canvas[top:top + nh, left:left + nw] = out
         return canvas
+
+
+def patch_regions(pre: Preprocessor, paths, grid: tuple[int, int], part_only: bool) -> list:
+    """``pre.patch_region`` of each image file (``None`` for each unless ``part_only`` in pad mode).
+
+    Example::
+
+        regions = patch_regions(pre, held_out_paths, (32, 48), part_only=True)
+    """
+    if not part_only or pre.mode != "pad":
+        return [None] * len(paths)
+    return [pre.patch_region(load_image(p).shape, grid) for p in paths]
+

@@ -51,14 +51,37 @@ def embedding_patches(embedding: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(embedding.reshape(d, h * w).T, dtype=np.float32)
 
 
+def region_patches(embedding: np.ndarray, region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(patch rows, flat cell ids) of a (D, h, w) embedding: all cells, or only those set in ``region``
+    (pad mode: the cells on the part; see ``Preprocessor.patch_region``). Cell ids are ``None`` for all."""
+    patches = embedding_patches(embedding)
+    if region is None:
+        return patches, None
+    if region.shape != embedding.shape[1:] or not region.any():
+        raise ValueError(f"patch region of shape {region.shape} with {int(region.sum())} cells does not fit an "
+                         f"embedding grid {embedding.shape[1:]}")
+    cells = np.flatnonzero(region)
+    return np.ascontiguousarray(patches[cells]), cells
+
+
 def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
-                     index: NeighbourIndex, bank: np.ndarray, num_neighbours: int = 9) -> PatchScores:
-    """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,)."""
+                     index: NeighbourIndex, bank: np.ndarray, num_neighbours: int = 9,
+                     cells: np.ndarray | None = None) -> PatchScores:
+    """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,).
+
+    ``cells``: the flat grid cells the patches came from (default: all, in order); the map holds the
+    lowest scored distance everywhere else.
+    """
     worst = int(np.argmax(dist))
     s_star = float(dist[worst])
     weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours)
-    return PatchScores(image_score=weight * s_star, max_patch_score=s_star,
-                       patch_map=dist.reshape(grid).astype(np.float32))
+    if cells is None:
+        patch_map = dist.reshape(grid).astype(np.float32)
+    else:
+        patch_map = np.full(int(np.prod(grid)), dist.min(), np.float32)
+        patch_map[cells] = dist
+        patch_map = patch_map.reshape(grid)
+    return PatchScores(image_score=weight * s_star, max_patch_score=s_star, patch_map=patch_map)
 
 
 def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, exact: NeighbourIndex,
@@ -89,20 +112,21 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
 
 
 def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
-                    num_neighbours: int = 9, exact: NeighbourIndex | None = None, refine_top: int = 16) -> PatchScores:
-    """Score one image's patch embedding, shape (D, h, w).
+                    num_neighbours: int = 9, exact: NeighbourIndex | None = None, refine_top: int = 16,
+                    region: np.ndarray | None = None) -> PatchScores:
+    """Score one image's patch embedding, shape (D, h, w); with ``region``, only the cells set there.
 
     With an approximate ``index`` the top patches are searched again in ``exact``
     (built from ``bank`` when not given) so the maximum is exact
     (:func:`refine_top_patches`), as the Inspector does.
     """
-    patches = embedding_patches(embedding)
+    patches, cells = region_patches(embedding, region)
     dist, ids = index.search(patches, k=1)
+    dist, ids = dist[:, 0], ids[:, 0]
     if index.approximate:
         exact = exact if exact is not None else ExactIndex(bank)
-        d, j, _ = refine_top_patches(patches, dist[:, 0], ids[:, 0], exact, refine_top)
-        return score_neighbours(patches, d, j, embedding.shape[1:], index, bank, num_neighbours)
-    return score_neighbours(patches, dist[:, 0], ids[:, 0], embedding.shape[1:], index, bank, num_neighbours)
+        dist, ids, _ = refine_top_patches(patches, dist, ids, exact, refine_top)
+    return score_neighbours(patches, dist, ids, embedding.shape[1:], index, bank, num_neighbours, cells)
 
 
 def smooth_map(patch_map: np.ndarray, input_hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:

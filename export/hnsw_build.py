@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
-from apc_edge.scoring import embedding_patches, refine_top_patches, score_neighbours
+from apc_edge.scoring import refine_top_patches, region_patches, score_neighbours
 
 INDEX_MODES = ("exact", "hnsw", "auto")
 M_GRID = (8, 16, 32)
@@ -46,13 +46,13 @@ class IndexChoice:
     report: dict = field(default_factory=dict)
 
 
-def _search_all(index: NeighbourIndex, patch_sets: list[np.ndarray], grid, bank, b: int,
+def _search_all(index: NeighbourIndex, patch_sets: list[tuple], grid, bank, b: int,
                 exact: ExactIndex | None = None, refine_top: int = REFINE_TOP, repeats: int = 2):
-    """Per image: nearest distances/ids (after refinement, as the runtime does), Eq. 7 score; plus the
-    raw approximate ids and the median per-image search time in ms (search + refinement)."""
+    """Per image (``patch_sets``: (patches, cells) pairs): nearest distances/ids (after refinement, as the
+    runtime does), Eq. 7 score; plus the raw approximate ids and the median per-image search time in ms."""
     times, dists, ids, raw_ids, scores, refined = [], [], [], [], [], []
     for rep in range(repeats):
-        for patches in patch_sets:
+        for patches, cells in patch_sets:
             t0 = time.perf_counter()
             d, j = index.search(patches, k=1)
             d, j = d[:, 0], j[:, 0]
@@ -66,7 +66,7 @@ def _search_all(index: NeighbourIndex, patch_sets: list[np.ndarray], grid, bank,
                 ids.append(j)
                 raw_ids.append(raw)
                 refined.append(n_ref)
-                scores.append(score_neighbours(patches, d, j, grid, index, bank, b).image_score)
+                scores.append(score_neighbours(patches, d, j, grid, index, bank, b, cells).image_score)
     # repeats interleave with other work on a shared machine: take the better pass per image
     per_image = np.minimum.reduce(np.array(times).reshape(repeats, len(patch_sets)), axis=0)
     return (np.concatenate(dists), np.concatenate(ids), np.array(scores), float(np.median(per_image)),
@@ -89,8 +89,11 @@ def _accuracy(exact, approx) -> dict:
 def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
                  targets: HnswTargets = HnswTargets(), m_grid=M_GRID, ef_grid=EF_GRID,
                  ef_construction: int = EF_CONSTRUCTION, seed: int = 0, refine_top: int = REFINE_TOP,
-                 max_images: int = 32) -> IndexChoice:
-    """Measure exact vs HNSW settings on ``embeddings`` (held-out images, (D, h, w) each) and pick per ``mode``."""
+                 max_images: int = 32, regions: list | None = None) -> IndexChoice:
+    """Measure exact vs HNSW settings on ``embeddings`` (held-out images, (D, h, w) each) and pick per ``mode``.
+
+    ``regions`` (one per embedding, or ``None``): the patch cells the runtime scores (pad mode: the part).
+    """
     if mode not in INDEX_MODES:
         raise ValueError(f"unknown index mode {mode!r}; choose one of {', '.join(INDEX_MODES)}")
     bank = np.ascontiguousarray(bank, np.float32)
@@ -99,9 +102,11 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
     if not embeddings:
         raise ValueError("choosing HNSW parameters needs held-out images (apc-train --holdout or --guard-images)")
     grid = embeddings[0].shape[1:]
+    regions = list(regions) if regions is not None else [None] * len(embeddings)
     if len(embeddings) > max_images:       # bound the sweep's cost; spread over the list
-        embeddings = [embeddings[i] for i in np.linspace(0, len(embeddings) - 1, max_images).round().astype(int)]
-    patch_sets = [embedding_patches(e) for e in embeddings]
+        pick = np.linspace(0, len(embeddings) - 1, max_images).round().astype(int)
+        embeddings, regions = [embeddings[i] for i in pick], [regions[i] for i in pick]
+    patch_sets = [region_patches(e, r) for e, r in zip(embeddings, regions)]
     exact_index = ExactIndex(bank)
     exact = _search_all(exact_index, patch_sets, grid, bank, num_neighbours)
     rows, best = [], None

@@ -29,6 +29,7 @@ from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, Quantizat
                                              embed_images, guard_failures)
 from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
+from apc_edge.preprocess import patch_regions
 from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
@@ -180,6 +181,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
         final = _backend(opts.target, tmp / main_file, opts.precision)
         eval_paths = held + extra
+        regions = patch_regions(pre, eval_paths, grid, bool(info["scoring"].get("part_only", False)))
         threshold = info["threshold"]
         final_bank = bank
         if compressed:
@@ -189,7 +191,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             report, embeddings = compare_pipelines(
                 Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
                 Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(held),
-                threshold=float(info["threshold"]["value"]))
+                threshold=float(info["threshold"]["value"]), regions=regions)
             problems = guard_failures(report, opts.guard)
             quant.update({"precision": opts.precision,
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
@@ -214,13 +216,15 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         used_bank = stored_bank.astype(np.float32)
         if opts.bank_dtype != "float32" and embeddings:
             exact32, exact16 = ExactIndex(final_bank), ExactIndex(used_bank)
-            s32 = np.array([score_embedding(e, exact32, final_bank, b).image_score for e in embeddings])
-            s16 = np.array([score_embedding(e, exact16, used_bank, b).image_score for e in embeddings])
+            s32 = np.array([score_embedding(e, exact32, final_bank, b, region=r).image_score
+                            for e, r in zip(embeddings, regions)])
+            s16 = np.array([score_embedding(e, exact16, used_bank, b, region=r).image_score
+                            for e, r in zip(embeddings, regions)])
             bank_block["image_score_max_rel_change_vs_float32"] = float(np.max(np.abs(s16 - s32) / np.abs(s32)))
         np.save(tmp / "memory_bank.npy", stored_bank, allow_pickle=False)
         files.append("memory_bank.npy")
 
-        choice = _choose_index(used_bank, embeddings, b, opts, data_note)
+        choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions)
         if choice.kind == "hnsw":
             choice.index.save(tmp / "index.hnsw")
             files.append("index.hnsw")
@@ -229,8 +233,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
             # scored as the Inspector scores: HNSW, then the top patches again exactly
             held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
-                                           refine_top=choice.report.get("refine_top", 16)).image_score
-                           for e in embeddings[:len(held)]]
+                                           refine_top=choice.report.get("refine_top", 16), region=r).image_score
+                           for e, r in zip(embeddings[:len(held)], regions)]
             threshold = {**threshold_block(held_scores),
                          "computed_with": {"precision": opts.precision, "index": choice.kind,
                                            "bank_dtype": opts.bank_dtype}}
@@ -270,9 +274,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     return manifest
 
 
-def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None) -> IndexChoice:
+def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,
+                  regions: list | None = None) -> IndexChoice:
     if opts.index == "auto" and bank.shape[0] < AUTO_EXACT_BELOW:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: bank below {AUTO_EXACT_BELOW} rows"})
     if opts.index == "auto" and not embeddings:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: {data_note or 'no held-out images'}"})
-    return choose_index(bank, embeddings, b, opts.index, opts.hnsw, seed=opts.seed)
+    return choose_index(bank, embeddings, b, opts.index, opts.hnsw, seed=opts.seed, regions=regions)

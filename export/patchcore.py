@@ -24,7 +24,7 @@ import torch
 
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.index import ExactIndex
-from apc_edge.preprocess import Preprocessor, load_image
+from apc_edge.preprocess import Preprocessor, load_image, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .backbones import build_backbone
@@ -55,6 +55,7 @@ class TrainConfig:
     projection_dim: int = 128
     num_neighbours: int = 9
     map_sigma: float = 4.0
+    part_only: bool | None = None         # score only patches on the part; None: yes in pad mode
     holdout: float = 0.1                  # share of train/good kept out of the bank for the threshold
     seed: int = 0
     batch_size: int = 8
@@ -65,6 +66,12 @@ def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
     return Preprocessor(resize=tuple(cfg.resize), crop=tuple(cfg.crop) if cfg.crop else None,
                         mode=cfg.resize_mode, scale=cfg.scale,
                         mean=tuple(backbone.input_mean), std=tuple(backbone.input_std))
+
+
+def uses_part_only(cfg: TrainConfig) -> bool:
+    """Whether a run scores only the part's patches: ``cfg.part_only``, by default in pad mode only (the
+    canvas around a padded part holds no defects, and its flat patches only add noise and search time)."""
+    return cfg.resize_mode == "pad" if cfg.part_only is None else bool(cfg.part_only)
 
 
 def split_holdout(paths: list[Path], share: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -135,8 +142,10 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     t_coreset = time.perf_counter() - t0
 
     index = ExactIndex(bank)
-    hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours).image_score
-                   for e in embed_paths(embedder, pre, holdout_paths, cfg.batch_size)]
+    part_only = uses_part_only(cfg)
+    regions = patch_regions(pre, holdout_paths, grid, part_only)
+    hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
+                   for e, r in zip(embed_paths(embedder, pre, holdout_paths, cfg.batch_size), regions)]
     threshold = threshold_block(hold_scores) if hold_scores else \
         {"value": float("nan"), "method": "none", "norm_lo": 0.0, "norm_hi": 1.0, "n_images": 0}
 
@@ -154,7 +163,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
         "embedding_dim": embedder.dim,
-        "scoring": {"num_neighbours": cfg.num_neighbours, "map_sigma": cfg.map_sigma},
+        "scoring": {"num_neighbours": cfg.num_neighbours, "map_sigma": cfg.map_sigma, "part_only": part_only},
         "threshold": threshold,
         "holdout_scores": [float(s) for s in hold_scores],
         "training": {
