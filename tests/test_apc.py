@@ -286,6 +286,18 @@ def test_apc_train_errors(synthetic_category, tmp_path, capsys):
     assert "larger than the 8 anomalous test images" in capsys.readouterr().err
     assert train_main([str(synthetic_category), "--out", out, "--anomalies", "2", "--tasks", "cls,foo"]) == 2
     assert "subset of cls, seg, rec" in capsys.readouterr().err
+    assert train_main([str(synthetic_category), "--out", out, "--anomalies", "2", "--loss-weights", "cls=ten"]) == 2
+    assert "--loss-weights: 'cls=ten' is not TASK=WEIGHT" in capsys.readouterr().err
     (tmp_path / "flat" / "train" / "good").mkdir(parents=True)
     assert train_main([str(tmp_path / "flat"), "--out", out, "--anomalies", "2"]) == 2
     assert "no test/ folder" in capsys.readouterr().err
+
+
+def test_loss_weights_option():
+    from apc_edge.export.apc.cli import parse_loss_weights
+
+    assert parse_loss_weights("cls=5, rec=0") == {"cls": 5.0, "seg": 1.0, "rec": 0.0}
+    for bad in ("cls", "foo=1", "seg=-1"):
+        with pytest.raises(ValueError, match="--loss-weights"):
+            parse_loss_weights(bad)
+

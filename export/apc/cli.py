@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 
 from .model import DECODERS
-from .train import APCConfig
+from .train import DEFAULT_WEIGHTS, APCConfig
 
 # argparse dest -> APCConfig field (None: not a config field)
 OPTIONS = {"epochs": "epochs", "samples_per_epoch": "samples_per_epoch", "finetune_batch": "batch_size",
            "tasks": "tasks", "decoder": "decoder", "no_cutpaste": "cutpaste", "no_augment": "augment",
-           "finetune_lr": "lr", "patience": "patience", "resume": None}
+           "finetune_lr": "lr", "patience": "patience", "loss_weights": "loss_weights", "resume": None}
 
 
 def add_apc_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,8 @@ def add_apc_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"samples per epoch, half good, half anomalous (default {APCConfig.samples_per_epoch})")
     a.add_argument("--finetune-batch", type=int, default=None, help=f"batch size (default {APCConfig.batch_size})")
     a.add_argument("--tasks", default=None, help="comma-separated subset of cls,seg,rec (default all three)")
+    a.add_argument("--loss-weights", default=None, metavar="TASK=W,...",
+                   help="loss weights, e.g. cls=10,seg=1,rec=1 (default: those)")
     a.add_argument("--decoder", default=None, choices=list(DECODERS), help="default unet2")
     a.add_argument("--no-cutpaste", action="store_true", default=None, help="no CutPaste anomalies")
     a.add_argument("--no-augment", action="store_true", default=None, help="no flips, rotations, brightness")
@@ -54,11 +56,29 @@ def apc_config_from_args(args: argparse.Namespace, seed: int) -> APCConfig:
             continue
         if dest == "tasks":
             value = tuple(t.strip() for t in value.split(",") if t.strip())
+        elif dest == "loss_weights":
+            value = parse_loss_weights(value)
         elif dest.startswith("no_"):
             value = not value
         setattr(cfg, field, value)
     cfg.validate()
     return cfg
+
+
+def parse_loss_weights(text: str) -> dict[str, float]:
+    """``"cls=10,seg=1"`` -> ``{"cls": 10.0, "seg": 1.0, "rec": 1.0}``; unnamed tasks keep their default."""
+    weights = dict(DEFAULT_WEIGHTS)
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        task, _, value = (x.strip() for x in part.partition("="))
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if task not in DEFAULT_WEIGHTS or weight < 0:
+            raise ValueError(f"--loss-weights: {part!r} is not TASK=WEIGHT with TASK one of "
+                             f"{', '.join(DEFAULT_WEIGHTS)} and WEIGHT >= 0")
+        weights[task] = weight
+    return weights
 
 
 def describe(info: dict) -> list[str]:
