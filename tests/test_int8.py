@@ -90,22 +90,20 @@ def test_guard_failures_name_each_tolerance():
 
 
 
-def test_int8_max_ranges_clip_defects_less(model_dir_int8, model_dir_openvino, trained_run, synthetic_category,
-                                           tmp_path):
-    """Calibration sees good parts only; ranges over all of them (not their mean) keep defect activations."""
+def test_int8_max_ranges_option(model_dir_openvino, trained_run, synthetic_category, tmp_path):
+    """Activation ranges over all calibration images (not NNCF's mean per image) are recorded and still
+    separate defects from good parts; which choice is better is data-dependent (see the README)."""
     out = tmp_path / "ov_int8_max"
     export_model(trained_run, out, options=ExportOptions(
         target="openvino", precision="int8", index="exact", calibration_images=CALIB, int8_ranges="max"))
     assert "activation ranges max" in json.loads((out / "manifest.json").read_text())["quantization"]["method"]
-    f32, labels = scores(Inspector(model_dir_openvino), synthetic_category)
-    q_mean, _ = scores(Inspector(model_dir_int8), synthetic_category)
-    q_max, _ = scores(Inspector(out), synthetic_category)
-    loss_mean = np.mean(np.abs(q_mean[labels] - f32[labels]) / f32[labels])
-    loss_max = np.mean(np.abs(q_max[labels] - f32[labels]) / f32[labels])
-    print(f"anomaly score change vs FP32: mean ranges {loss_mean:.3f}, max ranges {loss_max:.3f}")
-    assert loss_max < loss_mean
+    q_max, labels = scores(Inspector(out), synthetic_category)
+    f32, _ = scores(Inspector(model_dir_openvino), synthetic_category)
+    assert q_max[labels].min() > q_max[~labels].max()
+    assert spearman(q_max, f32) > 0.8
     with pytest.raises(ValueError, match="unknown INT8 activation ranges"):
         export_model(trained_run, tmp_path / "x", options=ExportOptions(precision="int8", int8_ranges="wide"))
+
 
 def test_onnx_int8_and_fp16_exports(trained_run, tmp_path, synthetic_category, model_dir_onnx):
     export_model(trained_run, tmp_path / "onnx8", options=ExportOptions(target="onnx", precision="int8",
