@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +44,9 @@ class InspectRun:
             raise ValueError(f"each lane needs its own name (camera serial); got {names}")
         self.out_dir = Path(out_dir)
         now = time.time()
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{os.getpid()}"
+        # start time for people, pid and a random tag so that runs started in the same second differ
+        self.run_id = (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+                       + f"-{os.getpid()}-{secrets.token_hex(3)}")
         self.started = now
         self.status = status or StatusLine(enabled=False)
         self.stop_reason: str | None = None
