@@ -330,6 +330,10 @@ def test_setup_errors_are_named(monkeypatch, model_dir_openvino, frames_dir, tmp
     assert "unknown key(s) ['exposure']" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="name each one by serial"):
         build_specs(build_parser().parse_args(["m", "--camera", "--camera", CAM1]))
+    # a mistyped emulator folder is named at start instead of failing every grab
+    out = tmp_path / "emu_out"
+    assert main(camera_args(model_dir_openvino, tmp_path / "no_such_frames", out)) == 2
+    assert "emulator images:" in capsys.readouterr().err and not (out / "verdicts.jsonl").exists()
 
 
 # -- building blocks ---------------------------------------------------------------

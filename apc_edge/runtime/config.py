@@ -35,8 +35,14 @@ class ConfigError(ValueError):
 
 
 def emulator_replay_nodes(folder: str | Path) -> dict[str, str]:
-    """Node settings that make a pylon emulated camera replay the image files of ``folder``."""
-    return {"TestImageSelector": "Off", "ImageFileMode": "On", "ImageFilename": str(Path(folder).resolve())}
+    """Node settings that make a pylon emulated camera replay the image files of ``folder`` (or one file).
+
+    ``ConfigError`` when it does not exist: the emulator would otherwise fail every grab.
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise ConfigError(f"emulator images: {path} does not exist (give a folder of image files)")
+    return {"TestImageSelector": "Off", "ImageFileMode": "On", "ImageFilename": str(path.resolve())}
 
 
 def camera_lane(settings: dict[str, Any], where: str = "camera settings") -> LaneSpec:
