@@ -78,7 +78,11 @@ def test_pickled_bank_is_never_loaded(model_copy):
     """An object array (needs pickle) with a matching hash is still refused."""
     from apc_edge.manifest import sha256_file
 
-    np.save(model_copy / "memory_bank.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    # an .npy whose header declares an object array: loading it would need pickle
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, dtype=object))
+    with open(model_copy / "memory_bank.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\x80\x04not-a-real-pickle")
     path = model_copy / "manifest.json"
     m = json.loads(path.read_text())
     m["files"]["memory_bank.npy"] = sha256_file(model_copy / "memory_bank.npy")

@@ -74,8 +74,8 @@ def sequential(inspector: Inspector, frames, n: int, with_map: bool) -> dict:
     return {s: stats(v) for s, v in per_stage.items()}
 
 
-def threaded_throughput(inspector: Inspector, frames, n: int, threads: int, with_map: bool) -> dict:
-    """Frames per second with ``threads`` threads calling ``check`` on one shared Inspector."""
+def run_threaded(task, n: int, threads: int) -> float:
+    """Run ``task(i)`` for i in 0..n-1 on ``threads`` threads; wall seconds. Re-raises the first error."""
     counter = iter(range(n))
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -87,7 +87,7 @@ def threaded_throughput(inspector: Inspector, frames, n: int, threads: int, with
             if i is None:
                 return
             try:
-                inspector.check(frames[i % len(frames)], with_map=with_map)
+                task(i)
             except BaseException as exc:  # reported after the run
                 errors.append(exc)
                 return
@@ -101,6 +101,12 @@ def threaded_throughput(inspector: Inspector, frames, n: int, threads: int, with
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
+    return wall
+
+
+def threaded_throughput(inspector: Inspector, frames, n: int, threads: int, with_map: bool) -> dict:
+    """Frames per second with ``threads`` threads calling ``check`` on one shared Inspector."""
+    wall = run_threaded(lambda i: inspector.check(frames[i % len(frames)], with_map=with_map), n, threads)
     return {"threads": threads, "frames": n, "fps": round(n / wall, 2)}
 
 
@@ -125,24 +131,7 @@ def backbone_throughput(inspector: Inspector, frames, n: int, threads: int) -> d
         streams = compiled.get_property("NUM_STREAMS")
         return {"method": "OpenVINO AsyncInferQueue, PERFORMANCE_HINT=THROUGHPUT", "in_flight": len(queue),
                 "streams": int(streams), "frames": n, "fps": round(n / wall, 2)}
-    counter = iter(range(n))
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            backend.run(xs[i % len(xs)])
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    t0 = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threaded(lambda i: backend.run(xs[i % len(xs)]), n, threads)
     return {"method": f"{backend.name}, {threads} threads on one session", "in_flight": threads, "frames": n,
             "fps": round(n / wall, 2)}
 
