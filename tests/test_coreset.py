@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from apc_edge.export.coreset import greedy_coreset, random_projection
+from apc_edge.export.coreset import covering_radius, greedy_coreset, random_projection
 
 
 def test_coreset_covers_every_cluster_and_the_outlier():
@@ -46,3 +46,32 @@ def test_projection_preserves_distances_roughly():
     d_x = np.linalg.norm(x[0] - x[1:], axis=1)
     d_z = np.linalg.norm(z[0] - z[1:], axis=1)
     assert np.median(np.abs(d_z / d_x - 1)) < 0.1
+
+
+def textbook_greedy(points: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """One pick at a time, every distance recomputed: the reference the batched coreset must equal."""
+    min_d = np.full(len(points), np.inf)
+    chosen = [int(np.random.default_rng(seed).integers(len(points)))]
+    while True:
+        min_d = np.minimum(min_d, ((points.astype(np.float64) - points[chosen[-1]]) ** 2).sum(1))
+        if len(chosen) == size:
+            return np.array(chosen)
+        chosen.append(int(np.argmax(min_d)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_coreset_makes_the_textbook_greedy_picks(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, 16)) * 6
+    pts = (centres[rng.integers(12, size=6000)] + rng.standard_normal((6000, 16))).astype(np.float32)
+    ids = greedy_coreset(pts, size=600, proj_dim=128, seed=seed, progress=False)
+    ref = textbook_greedy(pts, 600, seed)
+    assert ids[0] == ref[0]
+    assert set(ids.tolist()) == set(ref.tolist())
+    assert covering_radius(pts, ids) == pytest.approx(covering_radius(pts, ref), rel=1e-5)
+
+
+def test_covering_radius_is_the_largest_distance_to_a_pick():
+    pts = np.array([[0, 0], [1, 0], [0, 3], [10, 0]], np.float32)
+    assert covering_radius(pts, np.array([0, 3])) == pytest.approx(3.0)
+    assert covering_radius(pts, np.arange(4)) == pytest.approx(0.0, abs=1e-3)
