@@ -55,11 +55,16 @@ class ExactIndex(NeighbourIndex):
     def size(self) -> int:
         return self.bank.shape[0]
 
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int = 1,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest bank rows; rows listed in ``exclude`` are never returned (leave-one-out scoring)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        k = min(k, self.size)
+        exclude = np.unique(np.asarray(exclude, np.int64)) if exclude is not None else None
+        k = min(k, self.size - (0 if exclude is None else exclude.size))
+        if k < 1:
+            raise ValueError("nothing left to search: every bank row is excluded")
         q_sq = np.einsum("ij,ij->i", q, q)[:, None]
         best_d = np.full((q.shape[0], k), np.inf, np.float32)
         best_i = np.zeros((q.shape[0], k), np.int64)
@@ -69,6 +74,9 @@ class ExactIndex(NeighbourIndex):
             d2 = np.matmul(q, block.T)
             d2 *= -2.0
             d2 += self.bank_sq[None, start:start + self.chunk]
+            if exclude is not None:
+                cols = exclude[(exclude >= start) & (exclude < start + d2.shape[1])] - start
+                d2[:, cols] = np.inf
             if k == 1:
                 j = np.argmin(d2, axis=1)[:, None]
             else:

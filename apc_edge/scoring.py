@@ -27,7 +27,7 @@ class PatchScores:
 
 
 def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
-               num_neighbours: int) -> float:
+               num_neighbours: int, exclude: np.ndarray | None = None) -> float:
     """PatchCore Eq. 7: ``1 - exp(|m_test - m*|) / sum_{m in N_b(m*)} exp(|m_test - m|)``.
 
     ``N_b(m*)`` are the ``b`` bank patches nearest to ``m*`` (which include ``m*``).
@@ -37,7 +37,8 @@ def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index:
     if num_neighbours <= 1:
         return 1.0
     m_star = bank[nearest_id]
-    _, neighbour_ids = index.search(m_star[None, :], k=num_neighbours)
+    _, neighbour_ids = (index.search(m_star[None, :], k=num_neighbours) if exclude is None else
+                        index.search(m_star[None, :], k=num_neighbours, exclude=exclude))
     ids = neighbour_ids[0]
     ids = np.concatenate([[nearest_id], ids[ids != nearest_id]])[:num_neighbours]
     dists = np.linalg.norm(bank[ids].astype(np.float64) - test_patch.astype(np.float64), axis=1)
@@ -66,7 +67,7 @@ def region_patches(embedding: np.ndarray, region: np.ndarray | None = None) -> t
 
 def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
                      index: NeighbourIndex, bank: np.ndarray, num_neighbours: int = 9,
-                     cells: np.ndarray | None = None) -> PatchScores:
+                     cells: np.ndarray | None = None, exclude: np.ndarray | None = None) -> PatchScores:
     """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,).
 
     ``cells``: the flat grid cells the patches came from (default: all, in order); the map holds the
@@ -74,7 +75,7 @@ def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, gri
     """
     worst = int(np.argmax(dist))
     s_star = float(dist[worst])
-    weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours)
+    weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours, exclude)
     if cells is None:
         patch_map = dist.reshape(grid).astype(np.float32)
     else:
@@ -113,14 +114,22 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
 
 def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
                     num_neighbours: int = 9, exact: NeighbourIndex | None = None, refine_top: int = 16,
-                    region: np.ndarray | None = None) -> PatchScores:
+                    region: np.ndarray | None = None, exclude: np.ndarray | None = None) -> PatchScores:
     """Score one image's patch embedding, shape (D, h, w); with ``region``, only the cells set there.
 
     With an approximate ``index`` the top patches are searched again in ``exact``
     (built from ``bank`` when not given) so the maximum is exact
-    (:func:`refine_top_patches`), as the Inspector does.
+    (:func:`refine_top_patches`), as the Inspector does. ``exclude``: bank rows
+    that must not be matched (an exact index only), e.g. the rows that came from
+    the image being scored, which scores a bank image as if it had been left out.
     """
     patches, cells = region_patches(embedding, region)
+    if exclude is not None:
+        if index.approximate:
+            raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
+        dist, ids = index.search(patches, k=1, exclude=exclude)
+        return score_neighbours(patches, dist[:, 0], ids[:, 0], embedding.shape[1:], index, bank, num_neighbours,
+                                cells, exclude)
     dist, ids = index.search(patches, k=1)
     dist, ids = dist[:, 0], ids[:, 0]
     if index.approximate:

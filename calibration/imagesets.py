@@ -55,6 +55,17 @@ def training_images(training: dict, data_dir: str | Path | None = None) -> tuple
     return [p for p in goods if p.name not in held], [by_name[n] for n in names]
 
 
+def threshold_image_indexes(training: dict, bank_paths: list[Path]) -> list[int]:
+    """Positions in ``bank_paths`` of the bank images a run scored leave-one-out for its threshold."""
+    position = {p.name: i for i, p in enumerate(bank_paths)}
+    names = list(training.get("threshold_images") or [])
+    missing = [n for n in names if n not in position]
+    if missing:
+        raise DatasetError(f"threshold image {missing[0]} recorded by the run is not among its bank images "
+                           f"({len(missing)} of {len(names)} missing): wrong --data dir?")
+    return [position[n] for n in names]
+
+
 def calibration_subset(paths: list[Path], count: int | None = None, seed: int = 0) -> list[Path]:
     """At most ``count`` (default ``min(300, all)``) of ``paths``, drawn without replacement, in name order."""
     if not paths:

@@ -70,29 +70,32 @@ def embed_images(backend: Backend, pre: Preprocessor, paths: list[Path]) -> list
 
 def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list[Path],
                       n_good: int | None = None, threshold: float | None = None,
-                      regions: list | None = None) -> tuple[dict, list[np.ndarray]]:
+                      regions: list | None = None, excludes: list | None = None) -> tuple[dict, list[np.ndarray]]:
     """Agreement report of ``test`` vs ``ref`` on ``paths`` and ``test``'s embeddings of them.
 
     ``regions`` (one per path, or ``None``): the patch cells that are scored (pad mode: the part); cosines
     and scores are taken over those cells only.
 
+    ``excludes`` (one per path, or ``None``): bank rows each image must not match, for bank images
+    scored leave-one-out (both banks hold the same coreset patches, so the same rows).
     ``n_good``: how many of ``paths`` (the first ones) are held-out good images;
     their scores are also reported separately. ``threshold`` (the reference
     model's): score changes are relative to ``max(score, threshold)``, the scale
     on which a change can flip a verdict.
     """
     if not paths:
-        raise QuantizationGuardError("the accuracy guard has no images: the run holds out no good images "
-                                     "(apc-train --holdout) and no --guard-images were given")
+        raise QuantizationGuardError("the accuracy guard has no images: the run names no good images to "
+                                     "measure on and no --guard-images were given")
     ref_emb = embed_images(ref.backend, pre, paths)
     test_emb = embed_images(test.backend, pre, paths)
     regions = regions if regions is not None else [None] * len(paths)
+    excludes = excludes if excludes is not None else [None] * len(paths)
     cos = np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]
                           for a, b, r in zip(ref_emb, test_emb, regions)])
-    s_ref = [score_embedding(e, ref.index, ref.bank, ref.num_neighbours, region=r).image_score
-             for e, r in zip(ref_emb, regions)]
-    s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours, region=r).image_score
-              for e, r in zip(test_emb, regions)]
+    s_ref = [score_embedding(e, ref.index, ref.bank, ref.num_neighbours, region=r, exclude=x).image_score
+             for e, r, x in zip(ref_emb, regions, excludes)]
+    s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours, region=r, exclude=x).image_score
+              for e, r, x in zip(test_emb, regions, excludes)]
     n_good = len(paths) if n_good is None else n_good
     report = {
         "n_images": len(paths), "n_held_out_good": n_good, "n_extra": len(paths) - n_good,

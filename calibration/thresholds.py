@@ -6,6 +6,9 @@
   above the highest good score, and the block says so (``resolution``).
 * With anomalies: the F1-optimal threshold, or the highest threshold reaching a
   target recall.
+* At training, from every good image scored against the bank without its own
+  patches (:func:`robust_good_threshold`): no hold-out needed, and one odd image
+  cannot move it.
 
 The block also holds the normalization range (``norm_lo``/``norm_hi``, see
 :class:`apc_edge.scoring.ScoreNormalizer`): 0.5 is the threshold, 0 the lowest
@@ -21,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import time
+from statistics import NormalDist
 
 import numpy as np
 
@@ -88,3 +92,41 @@ def anomaly_threshold(good_scores, anomaly_scores, target_recall: float | None =
 def stamp(block: dict, **provenance) -> dict:
     """Add when and on what the threshold was calibrated."""
     return {**block, "calibrated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance}
+
+
+def robust_good_threshold(good_scores, max_false_alarm: float = 0.01, method: str = "leave_one_image_out") -> dict:
+    """Threshold from good images' scores that one odd image cannot move, at a target false-alarm rate.
+
+    The larger of two estimates:
+
+    * **rank**: halfway between the (k+1)-th and k-th largest score, with
+      ``k = max(1, floor(max_false_alarm * n))`` goods allowed above it, so the single
+      largest score never sets it;
+    * **tail**: ``median + z(1 - max_false_alarm) * 1.4826 * MAD``, the Gaussian tail
+      from robust statistics, which keeps a handful of images from giving a threshold
+      inside the bulk of the scores.
+
+    Needs at least 2 scores. The block states the rate it implies on these scores.
+
+    Example::
+
+        block = robust_good_threshold(loo_scores, max_false_alarm=0.01)
+        block["value"], block["implied_false_alarm"]
+    """
+    s = np.sort(np.asarray(good_scores, np.float64))
+    if s.size < 2:
+        raise ValueError(f"a threshold from good images needs at least 2 scored images, got {s.size}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("good-image scores contain NaN or inf: cannot set a threshold")
+    if not 0 < max_false_alarm < 1:
+        raise ValueError(f"target false-alarm rate must be in (0, 1), got {max_false_alarm}")
+    k = max(1, int(np.floor(max_false_alarm * s.size)))
+    rank = float((s[-k - 1] + s[-k]) / 2)
+    median = float(np.median(s))
+    spread = 1.4826 * float(np.median(np.abs(s - median)))
+    tail = median + NormalDist().inv_cdf(1 - max_false_alarm) * spread
+    t = max(rank, tail)
+    lo, hi = normalization_range(s, t)
+    return {"value": t, "method": method, "target_false_alarm": float(max_false_alarm),
+            "implied_false_alarm": float(np.mean(s >= t)), "estimates": {"rank": rank, "tail": tail},
+            "n_images": int(s.size), "score_range": [float(s[0]), float(s[-1])], "norm_lo": lo, "norm_hi": hi}

@@ -35,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "canvas (for data sets whose image sizes vary)")
     p.add_argument("--scale", type=float, default=1.0, help="pixel scale factor in --resize-mode pad")
     p.add_argument("--holdout", type=float, default=TrainConfig.holdout,
-                   help="share of train/good kept out of the memory bank to set the threshold")
+                   help="share of train/good kept out of the memory bank to set the threshold (default 0: every "
+                        "good image goes into the bank and the threshold comes from leave-one-out scores)")
+    p.add_argument("--max-false-alarm", type=float, default=TrainConfig.max_false_alarm,
+                   help="threshold target: share of the training goods' leave-one-out scores allowed above it "
+                        "(default %(default)s)")
+    p.add_argument("--aggregation-padding", choices=("zeros", "valid"), default=TrainConfig.aggregation_padding,
+                   help="3x3 patch averaging at the image border: zeros counted (PatchCore reference; default) "
+                        "or only the cells inside the image")
     p.add_argument("--neighbours", type=int, default=TrainConfig.num_neighbours, help="b of PatchCore Eq. 7")
     p.add_argument("--seed", type=int, default=TrainConfig.seed, help="holdout split and few-shot anomaly choice")
     apc_cli.add_apc_arguments(p)
@@ -44,13 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not 0 <= args.holdout < 1:
+        print(f"apc-train: --holdout must be in [0, 1), got {args.holdout}", file=sys.stderr)
+        return 2
+    if not 0 < args.max_false_alarm < 1:
+        print(f"apc-train: --max-false-alarm must be in (0, 1), got {args.max_false_alarm}", file=sys.stderr)
+        return 2
     if not 0 < args.coreset_ratio <= 1:
         print(f"apc-train: --coreset-ratio must be in (0, 1], got {args.coreset_ratio}", file=sys.stderr)
         return 2
     cfg = TrainConfig(backbone=args.backbone, weights=args.weights, coreset_ratio=args.coreset_ratio,
                       dim=args.dim, resize=tuple(args.resize), crop=tuple(args.crop) if args.crop else None,
                       resize_mode=args.resize_mode, scale=args.scale,
-                      holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed)
+                      holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed,
+                      max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding)
     if args.anomalies is None and apc_cli.options_given(args):
         print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N", file=sys.stderr)
         return 2
@@ -63,17 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     except (BackboneError, ValueError, FileNotFoundError) as exc:
         print(f"apc-train: {exc}", file=sys.stderr)
         return 2
-    tr = info["training"]
+    tr, th = info["training"], info["threshold"]
+    source = (f"{th['n_images']} held-out goods" if th["method"] == "max_holdout_good" else
+              f"{th['n_images']} bank images scored leave-one-out, {100 * th['implied_false_alarm']:.1f} % of them "
+              f"above it (target {100 * th['target_false_alarm']:.1f} %)")
     print(f"apc-train: {tr['category']}: {tr['n_bank_images']} bank images, {tr['n_patches']} patches -> "
-          f"coreset {tr['bank_size']} x {info['embedding_dim']}; threshold {info['threshold']['value']:.4f} "
-          f"from {info['threshold']['n_images']} held-out goods")
+          f"coreset {tr['bank_size']} x {info['embedding_dim']}; threshold {th['value']:.4f} from {source}")
     s = tr["seconds"]
     ft = info.get("fine_tuning")
     for line in apc_cli.describe(info) if ft else []:
         print(f"apc-train: {line}")
     total = s["total"] + (ft["seconds"] if ft else 0.0)
     print(f"apc-train: train time {total:.1f} s (" + (f"fine-tuning {ft['seconds']:.1f} s, " if ft else "")
-          + f"features {s['features']:.1f} s, coreset {s['coreset']:.1f} s) -> {args.out}")
+          + f"features {s['features']:.1f} s, coreset {s['coreset']:.1f} s, threshold {s['threshold']:.1f} s) "
+          f"-> {args.out}")
     return 0
 
 

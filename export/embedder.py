@@ -1,7 +1,9 @@
 """PatchCore's locally aware patch features as one torch module (the exported graph).
 
 image (N, 3, H, W) -> backbone stages -> two levels (stride 8 and 16)
--> p x p average aggregation -> upsample the coarser level -> concatenate
+-> p x p average aggregation (zero padding counted at the border, as in the
+PatchCore reference code: border patches are damped) -> upsample the coarser
+level -> concatenate
 -> optional fixed channel reduction to ``dim`` -> (N, D, H/8, W/8).
 
 Example::
@@ -26,12 +28,26 @@ def channel_average_matrix(in_dim: int, out_dim: int) -> torch.Tensor:
     return m
 
 
+AGGREGATION_PADDINGS = ("zeros", "valid")
+
+
 class PatchEmbedder(nn.Module):
-    """Backbone + PatchCore patch aggregation; output is the patch embedding map."""
+    """Backbone + PatchCore patch aggregation; output is the patch embedding map.
+
+    ``padding`` decides what the p x p average sees past the image border:
+    ``"zeros"`` (default; PatchCore's reference code and anomalib) averages over
+    all p x p cells, padding included, so edge and corner patches shrink toward
+    zero and score lower; ``"valid"`` averages only the cells inside the image.
+    On magnetic_tile, whose tiles vary most at their edges, ``"valid"`` lost 0.10
+    image AUROC (README, "Why our defaults lost").
+    """
 
     def __init__(self, backbone: nn.Module, levels: tuple[int, int] | None = None, patch_size: int = 3,
-                 dim: int | None = None):
+                 dim: int | None = None, padding: str = "zeros"):
         super().__init__()
+        if padding not in AGGREGATION_PADDINGS:
+            raise ValueError(f"aggregation padding must be one of {AGGREGATION_PADDINGS}, got {padding!r}")
+        self.padding = padding
         self.backbone = backbone
         self.levels = tuple(levels or backbone.default_levels)
         self.patch_size = patch_size
@@ -52,7 +68,7 @@ class PatchEmbedder(nn.Module):
     def aggregate(self, stages: list[torch.Tensor]) -> torch.Tensor:
         """Patch embeddings from backbone stage outputs."""
         p = self.patch_size
-        feats = [F.avg_pool2d(stages[i], p, stride=1, padding=p // 2, count_include_pad=False)
+        feats = [F.avg_pool2d(stages[i], p, stride=1, padding=p // 2, count_include_pad=self.padding == "zeros")
                  for i in self.levels]
         size = feats[0].shape[-2:]
         feats = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from apc_edge.backends import Backend, OnnxRuntimeBackend, OpenVINOBackend
-from apc_edge.calibration.imagesets import calibration_subset, collect_images, training_images
+from apc_edge.calibration.imagesets import (calibration_subset, collect_images, threshold_image_indexes,
+                                            training_images)
+from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, QuantizationGuardError, compare_pipelines,
                                              embed_images, guard_failures)
 from apc_edge.index import ExactIndex
@@ -164,10 +166,12 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     compressed = opts.precision != "fp32"
     needs_images = (compressed or opts.index == "hnsw" or opts.bank_dtype != "float32"
                     or (opts.index == "auto" and bank.shape[0] >= AUTO_EXACT_BELOW))
-    bank_paths, held, extra, data_note = [], [], [], None
+    bank_paths, held, extra, data_note, loo = [], [], [], None, []
     if needs_images or opts.data_dir or opts.guard_images:
         try:
             bank_paths, held = training_images(info["training"], opts.data_dir)
+            # no held-out goods: measure on the bank images the run scored leave-one-out
+            loo = [] if held else threshold_image_indexes(info["training"], bank_paths)
         except ValueError as exc:
             if compressed or opts.index == "hnsw":
                 raise
@@ -180,18 +184,20 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     try:
         main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
         final = _backend(opts.target, tmp / main_file, opts.precision)
-        eval_paths = held + extra
+        goods = held + [bank_paths[j] for j in loo]
+        eval_paths = goods + extra
         regions = patch_regions(pre, eval_paths, grid, bool(info["scoring"].get("part_only", False)))
+        ids = coreset_patch_ids(run_dir, bank, bank_paths) if (compressed or loo) else None
+        excludes = [None] * len(held) + own_rows(ids, loo, grid) + [None] * len(extra)
         threshold = info["threshold"]
         final_bank = bank
         if compressed:
             t1 = time.perf_counter()
-            ids = coreset_patch_ids(run_dir, bank, bank_paths)
             final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
             report, embeddings = compare_pipelines(
                 Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
-                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(held),
-                threshold=float(info["threshold"]["value"]), regions=regions)
+                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(goods),
+                threshold=float(info["threshold"]["value"]), regions=regions, excludes=excludes)
             problems = guard_failures(report, opts.guard)
             quant.update({"precision": opts.precision,
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
@@ -230,14 +236,19 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             files.append("index.hnsw")
         exact = ExactIndex(used_bank)
         index = choice.index if choice.kind == "hnsw" else exact
+        computed_with = {"precision": opts.precision, "index": choice.kind, "bank_dtype": opts.bank_dtype}
         if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
             # scored as the Inspector scores: HNSW, then the top patches again exactly
             held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
                                            refine_top=choice.report.get("refine_top", 16), region=r).image_score
                            for e, r in zip(embeddings[:len(held)], regions)]
-            threshold = {**threshold_block(held_scores),
-                         "computed_with": {"precision": opts.precision, "index": choice.kind,
-                                           "bank_dtype": opts.bank_dtype}}
+            threshold = {**threshold_block(held_scores), "computed_with": computed_with}
+        elif (compressed or opts.bank_dtype != "float32") and loo:
+            # leave-one-out with this graph and bank; exact search (HNSW's refined maximum equals it)
+            loo_scores = [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
+                          for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
+            target = float(info["threshold"].get("target_false_alarm", 0.01))
+            threshold = {**robust_good_threshold(loo_scores, target), "computed_with": computed_with}
 
         graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
                  "output": "embedding", "input_shape": [1, 3, *pre.input_hw]}
@@ -272,6 +283,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def own_rows(ids: np.ndarray | None, images: list[int], grid) -> list[np.ndarray]:
+    """For each bank image position in ``images``: the bank rows it contributed (``ids``: flat patch index per row)."""
+    if not images:
+        return []
+    row_image = np.asarray(ids) // (int(grid[0]) * int(grid[1]))
+    return [np.flatnonzero(row_image == j) for j in images]
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from apc_edge.calibration.dataset import MVTecCategory
+from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.index import ExactIndex
 from apc_edge.preprocess import Preprocessor, load_image, patch_regions
 from apc_edge.scoring import score_embedding
@@ -46,6 +47,7 @@ class TrainConfig:
     weights: str | None = None            # None: the packaged ImageNet weights; a path; or "random"
     levels: tuple[int, int] | None = None  # backbone stage indexes; None: the stride-8 and stride-16 stages
     patch_size: int = 3
+    aggregation_padding: str = "zeros"    # "zeros": zero padding counted at the border (PatchCore reference); "valid"
     dim: int | None = None                # channel reduction; None keeps all channels
     resize: tuple[int, int] = (224, 224)
     crop: tuple[int, int] | None = None
@@ -56,7 +58,9 @@ class TrainConfig:
     num_neighbours: int = 9
     map_sigma: float = 4.0
     part_only: bool | None = None         # score only patches on the part; None: yes in pad mode
-    holdout: float = 0.1                  # share of train/good kept out of the bank for the threshold
+    holdout: float = 0.0                  # share of train/good kept out of the bank (0: every good image in the bank)
+    max_false_alarm: float = 0.01         # threshold target on the training goods' leave-one-out scores
+    threshold_images: int = 200           # at most this many bank images are scored leave-one-out for the threshold
     seed: int = 0
     batch_size: int = 8
     exclude: list[str] = field(default_factory=list)  # extra provenance, e.g. few-shot anomalies used
@@ -107,6 +111,36 @@ def collect_patches(embedder, pre: Preprocessor, paths: list[Path], batch_size: 
     return feats
 
 
+MIN_GOOD_IMAGES = 2     # each is scored against a bank built from the others, so two is the least
+
+
+def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
+                         images: list[int], num_neighbours: int, regions: list | None = None) -> list[float]:
+    """Image score of each bank image in ``images`` against the bank without the rows it contributed.
+
+    ``feats``: every bank image's patches, image after image (the coreset's input); ``ids``: the
+    flat patch index of each bank row. A bank image then scores as an unseen good image would,
+    without holding any image out of the bank.
+    """
+    per_image = grid[0] * grid[1]
+    row_image = np.asarray(ids) // per_image
+    index = ExactIndex(bank)
+    regions = regions if regions is not None else [None] * len(images)
+    scores = []
+    for i, region in zip(images, regions):
+        emb = feats[i * per_image:(i + 1) * per_image].T.reshape(-1, *grid)
+        own = np.flatnonzero(row_image == i)
+        scores.append(score_embedding(emb, index, bank, num_neighbours, region=region, exclude=own).image_score)
+    return scores
+
+
+def threshold_image_sample(n_images: int, limit: int, seed: int) -> list[int]:
+    """Which bank images are scored leave-one-out: all, or ``limit`` of them spread at random (sorted)."""
+    if n_images <= limit:
+        return list(range(n_images))
+    return sorted(np.random.default_rng(seed).choice(n_images, limit, replace=False).tolist())
+
+
 def threshold_block(holdout_scores: list[float]) -> dict:
     """Provisional threshold: the largest held-out good score (refined later by calibration)."""
     s = np.asarray(holdout_scores, np.float64)
@@ -125,10 +159,18 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     goods = data.train_good()
+    if not 0 <= cfg.holdout < 1:
+        raise ValueError(f"holdout must be in [0, 1), got {cfg.holdout}")
     bank_paths, holdout_paths = split_holdout(goods, cfg.holdout, cfg.seed)
+    if not holdout_paths and len(bank_paths) < MIN_GOOD_IMAGES:
+        raise ValueError(f"{data.root / 'train' / 'good'} holds {len(goods)} good image(s); the threshold needs at "
+                         f"least {MIN_GOOD_IMAGES} (each is scored against a bank built from the others): add good "
+                         f"images")
+    if holdout_paths and not bank_paths:
+        raise ValueError(f"holdout {cfg.holdout} leaves no image for the memory bank")
     if backbone is None:
         backbone = build_backbone(cfg.backbone, cfg.weights)
-    embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim).eval()
+    embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim, cfg.aggregation_padding).eval()
     pre = make_preprocessor(cfg, backbone)
     grid = embedder.grid(pre.input_hw)
 
@@ -138,16 +180,25 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     t0 = time.perf_counter()
     ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed)
     bank = np.ascontiguousarray(feats[ids])
-    del feats
     t_coreset = time.perf_counter() - t0
 
-    index = ExactIndex(bank)
+    t0 = time.perf_counter()
     part_only = uses_part_only(cfg)
-    regions = patch_regions(pre, holdout_paths, grid, part_only)
-    hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
-                   for e, r in zip(embed_paths(embedder, pre, holdout_paths, cfg.batch_size), regions)]
-    threshold = threshold_block(hold_scores) if hold_scores else \
-        {"value": float("nan"), "method": "none", "norm_lo": 0.0, "norm_hi": 1.0, "n_images": 0}
+    if holdout_paths:
+        index = ExactIndex(bank)
+        regions = patch_regions(pre, holdout_paths, grid, part_only)
+        hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
+                       for e, r in zip(embed_paths(embedder, pre, holdout_paths, cfg.batch_size), regions)]
+        threshold, scored = threshold_block(hold_scores), []
+    else:
+        scored = threshold_image_sample(len(bank_paths), cfg.threshold_images, cfg.seed)
+        hold_scores = leave_one_out_scores(feats, bank, ids, grid, scored, cfg.num_neighbours,
+                                           patch_regions(pre, [bank_paths[i] for i in scored], grid, part_only))
+        threshold = robust_good_threshold(hold_scores, cfg.max_false_alarm)
+    del feats
+    t_threshold = time.perf_counter() - t0
+    if not np.isfinite(threshold["value"]) or threshold["value"] <= 0:
+        raise ValueError(f"the threshold came out as {threshold['value']}: the good images' scores cannot set one")
 
     torch.save(backbone.state_dict(), run_dir / BACKBONE_FILE)
     np.save(run_dir / BANK_FILE, bank, allow_pickle=False)
@@ -159,7 +210,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     info = {
         "config": cfg_dict,
         "backbone": {"name": backbone.name, "levels": list(embedder.levels), "patch_size": cfg.patch_size,
-                     "dim": embedder.dim, "weights": weights},
+                     "aggregation_padding": embedder.padding, "dim": embedder.dim, "weights": weights},
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
         "embedding_dim": embedder.dim,
@@ -170,9 +221,11 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
             "data_dir": str(Path(data_dir).resolve()), "category": data.name,
             "n_train_good": len(goods), "n_bank_images": len(bank_paths),
             "holdout_images": [p.name for p in holdout_paths],
+            "threshold_images": [bank_paths[i].name for i in scored],
             "n_patches": len(bank_paths) * grid[0] * grid[1], "bank_size": int(bank.shape[0]),
             "coreset_ratio": cfg.coreset_ratio, "seed": cfg.seed,
             "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
+                        "threshold": round(t_threshold, 2),
                         "total": round(time.perf_counter() - t_start, 2)},
             "torch": torch.__version__, "python": platform.python_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -193,7 +246,9 @@ def load_run(run_dir: str | Path) -> tuple[PatchEmbedder, dict, Preprocessor]:
     info = json.loads(info_path.read_text(encoding="utf-8"))
     bb_info = info["backbone"]
     backbone = build_backbone(bb_info["name"], run_dir / BACKBONE_FILE)
-    embedder = PatchEmbedder(backbone, tuple(bb_info["levels"]), bb_info["patch_size"], bb_info["dim"]).eval()
+    # runs made before the padding choice averaged only the cells inside the image
+    embedder = PatchEmbedder(backbone, tuple(bb_info["levels"]), bb_info["patch_size"], bb_info["dim"],
+                             bb_info.get("aggregation_padding", "valid")).eval()
     return embedder, info, Preprocessor.from_dict(info["preprocess"])
 
 

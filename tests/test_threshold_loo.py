@@ -1,0 +1,96 @@
+"""Every good image in the bank: leave-one-out scores set the threshold, refused when they cannot."""
+import json
+
+import numpy as np
+import pytest
+
+from apc_edge import Inspector
+from apc_edge.calibration.thresholds import robust_good_threshold
+from apc_edge.export.model_export import ExportOptions, export_model
+from apc_edge.export.patchcore import TrainConfig, fit_patchcore, leave_one_out_scores
+from apc_edge.index import ExactIndex
+from apc_edge.scoring import score_embedding
+
+
+def test_exact_search_never_returns_excluded_rows():
+    bank = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    d, i = ExactIndex(bank, chunk=3).search(bank[[2, 7]], k=2, exclude=np.array([2, 7, 3]))
+    assert i[0, 0] == 1 and i[1].tolist() == [6, 8]       # 3 and 7 would be nearer, but are excluded
+    assert not set(i.ravel().tolist()) & {2, 7, 3}
+    assert d[0, 0] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="excluded"):
+        ExactIndex(bank[:2]).search(bank[:1], exclude=np.array([0, 1]))
+
+
+def test_robust_threshold_ignores_one_odd_image_and_states_its_rate():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(2.0, 0.1, 200)
+    odd = np.r_[scores, 50.0]
+    a, b = robust_good_threshold(scores, 0.01), robust_good_threshold(odd, 0.01)
+    assert b["value"] < 3.0                                 # the odd image does not set it
+    assert abs(a["value"] - b["value"]) < 0.1
+    assert b["implied_false_alarm"] == pytest.approx(np.mean(odd >= b["value"]))
+    assert 0 < b["implied_false_alarm"] <= 0.02
+    few = robust_good_threshold([2.0, 2.1, 1.9, 2.05, 1.95], 0.01)
+    assert few["value"] > 2.05 and few["value"] == few["estimates"]["tail"] or few["value"] > 2.1
+    with pytest.raises(ValueError, match="at least 2"):
+        robust_good_threshold([2.0], 0.01)
+    with pytest.raises(ValueError, match="NaN"):
+        robust_good_threshold([2.0, float("nan")], 0.01)
+
+
+def test_leave_one_out_equals_scoring_against_the_other_images_rows():
+    rng = np.random.default_rng(1)
+    grid, dim = (4, 4), 8
+    feats = rng.standard_normal((3 * 16, dim)).astype(np.float32)
+    ids = np.arange(0, 48, 2)                               # every other patch of each image in the bank
+    bank = feats[ids]
+    loo = leave_one_out_scores(feats, bank, ids, grid, [1], num_neighbours=3)
+    others = ids // 16 != 1
+    emb = feats[16:32].T.reshape(dim, *grid)
+    ref = score_embedding(emb, ExactIndex(bank[others]), bank[others], 3).image_score
+    assert loo[0] == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def loo_run(synthetic_category, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run") / "loo"
+    info = fit_patchcore(synthetic_category, run, TrainConfig(resize=(160, 160), coreset_ratio=0.25))
+    return run, info
+
+
+def test_training_puts_every_good_image_in_the_bank_and_thresholds_leave_one_out(loo_run, synthetic_category):
+    run, info = loo_run
+    n_good = len(list((synthetic_category / "train" / "good").iterdir()))
+    assert info["training"]["n_bank_images"] == n_good and info["training"]["holdout_images"] == []
+    th = info["threshold"]
+    assert th["method"] == "leave_one_image_out" and th["n_images"] == n_good
+    assert np.isfinite(th["value"]) and th["value"] > 0
+    assert len(info["training"]["threshold_images"]) == n_good
+
+
+def test_exports_of_a_leave_one_out_run_measure_and_threshold_on_its_bank_images(loo_run, synthetic_category,
+                                                                               tmp_path):
+    run, info = loo_run
+    m = export_model(run, tmp_path / "int8", options=ExportOptions(precision="int8", index="exact",
+                                                                   calibration_images=6))
+    assert m["quantization"]["guard"]["n_held_out_good"] == len(info["training"]["threshold_images"])
+    assert m["threshold"]["method"] == "leave_one_image_out"
+    assert m["threshold"]["computed_with"]["precision"] == "int8"
+    inspector = Inspector(tmp_path / "int8")
+    goods = sorted((synthetic_category / "test" / "good").iterdir())
+    from apc_edge.preprocess import load_image
+    assert all(not inspector.check(load_image(p)).is_anomalous for p in goods)
+    h = export_model(run, tmp_path / "hnsw", options=ExportOptions(index="hnsw"))
+    assert h["index"]["type"] == "hnsw"
+
+
+def test_one_good_image_is_refused_with_the_fix(tmp_path, synthetic_category):
+    import shutil
+    one = tmp_path / "one"
+    shutil.copytree(synthetic_category, one)
+    for p in sorted((one / "train" / "good").iterdir())[1:]:
+        p.unlink()
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_patchcore(one, tmp_path / "run", TrainConfig(resize=(160, 160)))
+    assert not (tmp_path / "run" / "run.json").exists()
