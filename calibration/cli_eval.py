@@ -14,6 +14,7 @@ from pathlib import Path
 from apc_edge.manifest import ModelDirError
 from apc_edge.progress import Progress
 
+from .compare import write_scores
 from .dataset import DatasetError
 from .evaluate import evaluate
 from .report import write_report
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir")
     p.add_argument("--json", dest="json_path", help="write the metrics here")
     p.add_argument("--report", help="write roc.png, overlays.png and metrics.json into this folder")
+    p.add_argument("--scores-csv", help="write per-image scores here: image (relative to DATA_DIR), label, raw_score, "
+                                        "verdict at the model's threshold")
     p.add_argument("--device", default="CPU")
     p.add_argument("--exclude", nargs="*", default=[], help="test images to skip, as <type>/<file name>")
     return p
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.scores_csv:
+        root = Path(args.data_dir)
+        write_scores(args.scores_csv, [{"image": s.sample.path.relative_to(root).as_posix(),
+                                        "label": int(s.sample.is_anomalous), "raw_score": f"{s.raw_score:.6f}",
+                                        "verdict": "NG" if s.raw_score >= inspector.threshold else "OK"}
+                                       for s in scored])
     if args.report:
         write_report(args.report, scored, inspector, report)
     print(f"apc-eval: {report['category']}: n_test {report['n_test']}  image AUROC {report['image_auroc']:.4f}  "
