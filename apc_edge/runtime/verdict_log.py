@@ -141,9 +141,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_file_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never a half file."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: never a half file.
+
+    On any failure (a full disk, an error in the rename, an exception in this
+    thread) the temporary file is removed before the error propagates.
+
+    Example::
+
+        write_file_atomic("out/summary.json", b"{}\n")
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
