@@ -5,6 +5,7 @@ with a clear message when it is absent.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,17 @@ def model_dir_onnx(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "onnx"
     export_model(trained_run, out, target="onnx")
     return out
+
+
+@pytest.fixture(scope="session")
+def frames_dir(synthetic_category, tmp_path_factory) -> Path:
+    """Six colour test images (good and spot), named in replay order."""
+    folder = tmp_path_factory.mktemp("frames")
+    test = synthetic_category / "test"
+    files = sorted((test / "good").glob("*.png"))[:3] + sorted((test / "spot").glob("*.png"))[:3]
+    for i, f in enumerate(files):
+        shutil.copy(f, folder / f"{i:02d}_{f.parent.name}.png")
+    return folder
 
 
 @pytest.fixture(scope="session")
