@@ -292,7 +292,7 @@ class Lane:
             rec["rejected"] = self._reject()
         overlay_rel = None
         if ng:
-            dropped = self.writer.admit()
+            dropped = self.writer.admit(frame.image, result.anomaly_map)
             if dropped is None:
                 overlay_rel = f"ng/{self.run_id}/{frame.frame_id:08d}{_file_tag(frame.name)}.png"
                 rec["overlay"] = overlay_rel

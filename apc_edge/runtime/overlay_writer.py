@@ -1,8 +1,11 @@
 """NG overlay PNGs written by a background thread, within a disk budget: overlays never cost a verdict.
 
 The inspect loop must never wait on an overlay. :meth:`OverlayWriter.admit`
-says at once whether the next overlay will be taken (the count budget, the
-queue's room, overlays not stopped); :meth:`OverlayWriter.put` never blocks.
+says at once whether the next overlay will be taken (the count budget, room in
+the queue, overlays not stopped); :meth:`OverlayWriter.put` never blocks. The
+queue holds at most ``depth`` overlays and ``max_pending_bytes`` of frames and
+maps (always one, however large): a writer slower than the line drops overlays,
+counted, instead of slowing the line or filling the memory.
 The writer thread stops writing overlays for the rest of the run when the byte
 budget is reached, when free space on the verdict log's filesystem would fall
 below ``min_free_bytes``, or when a write fails with a full disk; the verdict
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 # Huffman-only deflate: about 2x faster than the default level and smaller files on heatmap overlays
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+QUEUE_DEPTH = 32
+QUEUE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -78,29 +83,35 @@ class OverlayWriter:
     Example::
 
         writer = OverlayWriter(OverlayBudget(max_images=100), keep_free_on="out")
-        if writer.admit() is None:                  # None: taken; else the reason it is dropped
+        if writer.admit(frame, result.anomaly_map) is None:     # None: taken; else why it is dropped
             writer.put("out/ng/0001.png", frame, result.anomaly_map, result.threshold, label="NG 0.93")
         writer.close(timeout_s=5.0)                 # writes what is queued, at most that long
         writer.counts.written, writer.counts.abandoned
     """
 
     def __init__(self, budget: OverlayBudget | None = None, keep_free_on: str | Path | None = None,
-                 depth: int = 2):
+                 depth: int = QUEUE_DEPTH, max_pending_bytes: int = QUEUE_BYTES):
         self.budget = budget or OverlayBudget()
         self.keep_free_on = Path(keep_free_on) if keep_free_on is not None else None
+        self.depth = max(1, depth)
+        self.max_pending_bytes = max_pending_bytes
         self.counts = OverlayCounts()
         self.stuck_on: Path | None = None        # the file a write that did not end was writing
         self._admitted = 0
+        self._pending = 0                        # admitted and not yet finished, with their bytes
+        self._pending_bytes = 0
         self._busy: Path | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue = queue.Queue()          # bounded by admit()
         self._thread = threading.Thread(target=self._run, name="overlay writer", daemon=True)
         self._thread.start()
 
     # -- the inspect loop's side ----------------------------------------------------------
-    def admit(self) -> str | None:
-        """``None`` when the next :meth:`put` will be taken; else why that overlay is dropped (counted)."""
+    def admit(self, frame: np.ndarray, anomaly_map: np.ndarray) -> str | None:
+        """``None`` when the overlay of ``frame`` will be taken by the next :meth:`put` (room is kept for it);
+        else why it is dropped (counted): the stop reason, ``"max images"`` or ``"queue full"``."""
+        size = _item_bytes(frame, anomaly_map)
         with self._lock:
             c = self.counts
             if c.stopped:
@@ -109,22 +120,18 @@ class OverlayWriter:
             if self.budget.max_images is not None and self._admitted >= self.budget.max_images:
                 c.dropped_budget += 1
                 return "max images"
-            if self._queue.full():
+            if self._pending >= self.depth or (self._pending and self._pending_bytes + size > self.max_pending_bytes):
                 c.dropped_queue_full += 1
                 return "queue full"
             self._admitted += 1
+            self._pending += 1
+            self._pending_bytes += size
             return None
 
     def put(self, path: str | Path, frame: np.ndarray, anomaly_map: np.ndarray, threshold: float,
-            label: str | None = None) -> bool:
-        """Queue one admitted overlay; never waits (False, counted as queue full, if there is no room)."""
-        try:
-            self._queue.put_nowait((Path(path), frame, anomaly_map, threshold, label))
-            return True
-        except queue.Full:
-            with self._lock:
-                self.counts.dropped_queue_full += 1
-            return False
+            label: str | None = None) -> None:
+        """Queue an overlay :meth:`admit` took; never waits."""
+        self._queue.put_nowait((Path(path), frame, anomaly_map, threshold, label))
 
     def close(self, timeout_s: float = 5.0) -> OverlayCounts:
         """Write what is queued for at most ``timeout_s``, then leave the rest (counted as abandoned)."""
@@ -154,6 +161,8 @@ class OverlayWriter:
             finally:
                 with self._lock:
                     self._busy = None
+                    self._pending -= 1
+                    self._pending_bytes -= _item_bytes(item[1], item[2])
 
     def _write(self, path: Path, frame, amap, threshold, label) -> None:
         if self.counts.stopped:
@@ -210,3 +219,7 @@ class OverlayWriter:
     def _count(self, name: str) -> None:
         with self._lock:
             setattr(self.counts, name, getattr(self.counts, name) + 1)
+
+
+def _item_bytes(frame: np.ndarray, anomaly_map: np.ndarray) -> int:
+    return int(frame.nbytes) + int(anomaly_map.nbytes)
