@@ -4,8 +4,9 @@ with a one-line message and exit code 2, never a traceback.
 Each checker is an argparse ``type=``: it takes the string and returns the value,
 or raises :class:`ArgumentValueError` (an argparse ``ArgumentTypeError`` that is
 also a ``ValueError``, so the same checks serve config files and code).
-:class:`ArgumentParser` reports every error on one line. Torch-free, like all
-of ``apc_edge``, so the workstation CLIs use it too.
+:class:`ArgumentParser` reports every error on one line, and :func:`parse` returns
+the exit code instead of raising ``SystemExit``, so ``main(argv)`` returns 2 to
+its caller. Torch-free, like all of ``apc_edge``, so the workstation CLIs use it too.
 
 Example::
 
@@ -14,8 +15,8 @@ Example::
     p.add_argument("data", type=A.existing_dir)
     p.add_argument("--frames", type=A.positive_int, default=100)
     p.add_argument("--rate", type=A.float_range(0.0, 1.0, low_open=True, high_open=True))
-    p.parse_args(["data/", "--frames", "0"])
-    # stderr: "apc-x: argument --frames: must be an integer >= 1, got '0' (see apc-x --help)"; exit 2
+    args = A.parse(p, ["data/", "--frames", "0"])
+    # stderr: "apc-x: --frames must be an integer >= 1, got '0' (see apc-x --help)"; args == 2
 """
 from __future__ import annotations
 
@@ -40,7 +41,30 @@ class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line: ``prog: message (see prog --help)``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+        message = re.sub(r"^argument ([^:]+): (must )", r"\1 \2", one_line(message))
+        self.exit(2, f"{self.prog}: {re.sub(r'^argument ', '', message)} (see {self.prog} --help)\n")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+          check: Callable[[argparse.Namespace], str | None] | None = None) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, then ``check(args)`` (a message naming a wrong combination, or None);
+    on an error, the exit code (2, message on stderr), and 0 after ``--help``.
+
+    Example::
+
+        args = parse(build_parser(), argv, check=lambda a: "--f1 needs --anomalies" if a.f1 and not a.anomalies
+                     else None)
+        if isinstance(args, int):
+            return args
+    """
+    try:
+        args = parser.parse_args(argv)
+        problem = check(args) if check is not None else None
+        if problem:
+            parser.error(problem)
+        return args
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
 
 
 def checked(flag: str, check: Callable, value):

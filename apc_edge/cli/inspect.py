@@ -203,8 +203,9 @@ def exit_code(summary: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = A.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.list_cameras:
         try:
             cameras = list_cameras()
