@@ -3,6 +3,7 @@ no traceback, and nothing written. One case per input, through ``main(argv)``; t
 themselves are run as subprocesses for a few."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,19 @@ def test_inspect_refuses_a_missing_model_dir_and_config_with_flags(places, tmp_p
                    places, tmp_path)
     assert_refused(inspect_main, ["--config", "{file}", "--threshold", "2", "--out", "{out}"],
                    "with --config, put camera and model settings in the file", capsys, places, tmp_path)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"exposure_us": -5}, "exposure_us must be a finite number > 0, got '-5'"),
+    ({"threshold": "nan"}, "threshold must be a finite number > 0"),
+    ({"width": True}, "width must be a number"),
+    ({"reject_pulse_ms": 0, "reject_line": "Line2"}, "reject_pulse_ms must be a finite number > 0"),
+    ({"device": "QPU"}, "device must be a device name"),
+])
+def test_inspect_refuses_config_file_settings(setting, message, model_dir_onnx, places, tmp_path, capsys):
+    config = tmp_path / "line.json"
+    config.write_text(json.dumps({"cameras": [{"serial": "0815-0000", "model": str(model_dir_onnx), **setting}]}))
+    assert_refused(inspect_main, ["--config", config, "--out", "{out}"], message, capsys, places, tmp_path)
 
 
 BENCH = [

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..manifest import ModelDirError
 from ..runtime import InspectRun, LaneSpec, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
-from ..runtime.config import ConfigError, camera_lane, load_config
+from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
 from ..runtime.overlay_writer import OverlayBudget
 from ..sources import SourceError, list_cameras
 from . import args as A
@@ -45,7 +45,6 @@ LANE_OPTIONS = ("trigger", "trigger_line", "trigger_edge", "strategy", "exposure
                 "pixel_format", "output_format", "max_num_buffer", "grab_timeout_ms", "reconnect_max_wait_s",
                 "node", "emu_images", "threshold", "device", "reject_line", "reject_pulse_ms")
 CAMERA_ONLY = tuple(o for o in LANE_OPTIONS if o not in ("threshold", "device"))
-MAX_PULSE_MS = 10_000.0              # a reject pulse longer than 10 s is a typo, not a setting
 DEFAULT_NG_BYTES_MAX = "2G"
 DEFAULT_MIN_FREE_MB = 100.0
 
@@ -71,25 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--trigger-edge", choices=("RisingEdge", "FallingEdge"))
     cam.add_argument("--strategy", choices=("latest", "one_by_one"),
                      help="grab strategy (default: latest for free-run, one_by_one when triggered)")
-    cam.add_argument("--exposure-us", type=A.positive_float)
-    cam.add_argument("--gain", type=A.finite_float, help="gain in dB")
-    cam.add_argument("--width", type=A.positive_int)
-    cam.add_argument("--height", type=A.positive_int)
+    cam.add_argument("--exposure-us", type=CHECK["exposure_us"])
+    cam.add_argument("--gain", type=CHECK["gain"], help="gain in dB")
+    cam.add_argument("--width", type=CHECK["width"])
+    cam.add_argument("--height", type=CHECK["height"])
     cam.add_argument("--pixel-format", help="camera pixel format, e.g. Mono8, BGR8Packed, BayerRG8")
     cam.add_argument("--output-format", choices=("BGR8", "Mono8"), help="what the model gets (default BGR8)")
-    cam.add_argument("--max-num-buffer", type=A.positive_int)
-    cam.add_argument("--grab-timeout-ms", type=A.positive_int)
-    cam.add_argument("--reconnect-max-wait", dest="reconnect_max_wait_s", type=A.non_negative_float, metavar="S",
+    cam.add_argument("--max-num-buffer", type=CHECK["max_num_buffer"])
+    cam.add_argument("--grab-timeout-ms", type=CHECK["grab_timeout_ms"])
+    cam.add_argument("--reconnect-max-wait", dest="reconnect_max_wait_s", type=CHECK["reconnect_max_wait_s"],
+                     metavar="S",
                      help="give up on a lost camera after S seconds (default: keep trying)")
     cam.add_argument("--node", action="append", metavar="NAME[=VALUE]",
                      help="raw camera node setting, written last (a command when no value); repeatable")
     cam.add_argument("--emu-images", type=Path, metavar="DIR",
                      help="pylon camera emulator only: replay the images of DIR")
     p.add_argument("--reject-line", help="on NG, pulse this camera output line (e.g. Line2)")
-    p.add_argument("--reject-pulse-ms", type=A.float_range(0.0, MAX_PULSE_MS, low_open=True),
+    p.add_argument("--reject-pulse-ms", type=CHECK["reject_pulse_ms"],
                    help="reject pulse length (default 50 ms)")
-    p.add_argument("--threshold", type=A.positive_float, help="raw-score threshold (default: the model's)")
-    p.add_argument("--device", type=A.device, help="OpenVINO device (default CPU)")
+    p.add_argument("--threshold", type=CHECK["threshold"], help="raw-score threshold (default: the model's)")
+    p.add_argument("--device", type=CHECK["device"], help="OpenVINO device (default CPU)")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=A.output_dir, default=Path("apc-inspect-out"),
                      help="output folder (default %(default)s)")
