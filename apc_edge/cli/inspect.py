@@ -195,7 +195,7 @@ def _describe(spec: LaneSpec) -> str:
 def exit_code(summary: dict) -> int:
     """0, or 1 when a lane failed (log, camera), else 3 when a lane could not judge frames."""
     lanes = summary["lanes"]
-    if any(lane["error"] and not lane["cannot_judge"] for lane in lanes):
+    if any(lane["error"] and not lane["too_many_errors"] for lane in lanes):
         return EXIT_LANE_FAILED
     if any(lane["cannot_judge"] for lane in lanes):
         return EXIT_CANNOT_JUDGE

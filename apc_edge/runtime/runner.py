@@ -12,11 +12,12 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
 from .lane import Lane, LaneSpec
-from .overlay_writer import OverlayBudget
+from .overlay_writer import OverlayBudget, OverlayCounts
 from .stats import LatencyHistogram, rss_mb
 from .status import StatusLine
 from .verdict_log import write_file_atomic
@@ -135,7 +136,7 @@ class InspectRun:
             "fps": round(sum(lane.taken for lane in self.lanes) / elapsed_s, 3) if elapsed_s > 0 else 0.0,
             "latency_ms": LatencyHistogram.merged(lane.stats.latency for lane in self.lanes).summary(),
             "check_ms": LatencyHistogram.merged(lane.stats.check for lane in self.lanes).summary(),
-            "overlays": _summed(l_["overlays"] for l_ in lanes),
+            "overlays": _overlay_totals([l_["overlays"] for l_ in lanes]),
             "rss_mb": dict(self.rss_mb),
             "lanes": lanes,
         }
@@ -154,17 +155,12 @@ def _cannot_judge(lane: Lane) -> bool:
     return lane.too_many_errors or (s.frames == 0 and s.taken + src["errors"] > 0)
 
 
-def _summed(dicts) -> dict:
-    out: dict = {}
-    for d in dicts:
-        for k, v in d.items():
-            if isinstance(v, (int, float)):
-                out[k] = out.get(k, 0) + v
-            elif v is not None:
-                out[k] = ", ".join(sorted({*out.get(k, "").split(", "), v} - {""}))
-            else:
-                out.setdefault(k, None)
-    return out
+def _overlay_totals(per_lane: list[dict]) -> dict:
+    """The overlay counts of all lanes: numbers summed, stop reasons joined."""
+    numbers = [f.name for f in fields(OverlayCounts) if f.name != "stopped"]
+    total = {k: sum(c.get(k, 0) for c in per_lane) for k in numbers}
+    total["stopped"] = ", ".join(sorted({c["stopped"] for c in per_lane if c.get("stopped")})) or None
+    return total
 
 
 def _lane_summary(lane: Lane) -> dict:
@@ -175,6 +171,7 @@ def _lane_summary(lane: Lane) -> dict:
         "frames": s.frames, "ok": s.frames - s.ng, "ng": s.ng, "errors": _errors(lane),
         "bad_frames": s.bad_frames, "score_errors": s.score_errors, "inspect_errors": s.inspect_errors,
         "reject_errors": s.reject_errors, "cannot_judge": _cannot_judge(lane),
+        "too_many_errors": lane.too_many_errors,
         "failed_buffers": src["failed_buffers"], "unreadable_files": src["errors"],
         "reconnects": src["reconnects"], "dropped": s.dropped, "source_skipped": src["skipped"],
         "grabbed": lane.grabber.grabbed if lane.grabber else 0,
