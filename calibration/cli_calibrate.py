@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from apc_edge import Inspector
+from apc_edge.cli import args as A
 from apc_edge.manifest import ModelDirError, write_manifest
 from apc_edge.preprocess import load_image
 from apc_edge.progress import Progress
@@ -30,21 +31,34 @@ from .thresholds import anomaly_threshold, good_only_threshold, stamp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="apc-calibrate", description="Calibrate a model dir's threshold.")
-    p.add_argument("model_dir")
-    p.add_argument("--data", help="training data dir (default: the one recorded in the manifest)")
-    p.add_argument("--good", nargs="+", default=[], metavar="PATH",
+    p = A.ArgumentParser(prog="apc-calibrate", description="Calibrate a model dir's threshold.")
+    p.add_argument("model_dir", type=A.existing_dir)
+    p.add_argument("--data", type=A.existing_dir, help="training data dir (default: the one recorded in the manifest)")
+    p.add_argument("--good", nargs="+", type=A.existing_path, default=[], metavar="PATH",
                    help="more good images or folders, never used for the memory bank (e.g. recent production)")
     p.add_argument("--no-holdout", action="store_true", help="do not use the run's held-out good images")
-    p.add_argument("--anomalies", nargs="+", default=[], metavar="PATH", help="anomalous images or folders")
+    p.add_argument("--anomalies", nargs="+", type=A.existing_path, default=[], metavar="PATH",
+                   help="anomalous images or folders")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--max-false-alarm", type=float, help="good-only: false-alarm rate target (default 0.01)")
-    mode.add_argument("--target-recall", type=float, help="with --anomalies: lowest-alarm threshold at this recall")
+    mode.add_argument("--max-false-alarm", type=A.float_range(0.0, 1.0, low_open=True, high_open=True),
+                      help="good-only: false-alarm rate target (default 0.01)")
+    mode.add_argument("--target-recall", type=A.float_range(0.0, 1.0, low_open=True),
+                      help="with --anomalies: lowest-alarm threshold at this recall")
     mode.add_argument("--f1", action="store_true", help="with --anomalies: F1-optimal threshold")
-    p.add_argument("--device", default="CPU")
-    p.add_argument("--json", dest="json_path", help="write the threshold block and the scores here")
+    p.add_argument("--device", type=A.device, default="CPU")
+    p.add_argument("--json", dest="json_path", type=A.output_file,
+                   help="write the threshold block and the scores here")
     p.add_argument("--dry-run", action="store_true", help="report, do not rewrite the manifest")
     return p
+
+
+def combination_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of flags, or None."""
+    if (args.target_recall is not None or args.f1) and not args.anomalies:
+        return "--target-recall and --f1 need --anomalies"
+    if args.no_holdout and not args.good:
+        return "--no-holdout leaves no good images to calibrate on: give --good PATH"
+    return None
 
 
 def score_paths(inspector: Inspector, paths: list[Path], label: str) -> list[float]:
@@ -84,11 +98,13 @@ def calibrate(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = A.parse(build_parser(), argv, check=combination_problem)
+    if isinstance(args, int):
+        return args
     try:
         out = calibrate(args)
     except (ModelDirError, DatasetError, ValueError) as exc:
-        print(f"\napc-calibrate: {exc}", file=sys.stderr)
+        print(f"\napc-calibrate: {A.one_line(exc)}", file=sys.stderr)
         return 2
     block, prev = out["block"], out["previous"]
     if not args.dry_run:

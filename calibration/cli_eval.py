@@ -1,5 +1,9 @@
 """``apc-eval MODEL_DIR DATA_DIR --json FILE [--report DIR]``: evaluate through the runtime.
 
+Every test image is checked to be a readable image before scoring starts: a file
+that is not (a text file named ``.png``) is refused by name, exit 2, since an
+evaluation that skips images silently is not the evaluation asked for.
+
 Example::
 
     apc-eval models/bottle ../shared/data/bottle --json bottle.json --report reports/bottle
@@ -8,38 +12,72 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
+import cv2
+
+from apc_edge.cli import args as A
 from apc_edge.manifest import ModelDirError
 from apc_edge.progress import Progress
 
 from .compare import write_scores
-from .dataset import DatasetError
+from .dataset import DatasetError, MVTecCategory
 from .evaluate import evaluate
 from .report import write_report
 
+PROG = "apc-eval"
+
+
+def sample_key(text: str) -> str:
+    """A test image named as ``<type>/<file name>`` (``--exclude``)."""
+    if not re.fullmatch(r"[^/\\]+/[^/\\]+", text):
+        raise A.ArgumentValueError(f"must be <type>/<file name> (e.g. crack/003.png), got {text!r}")
+    return text
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="apc-eval", description="Evaluate a model dir on an MVTec-layout folder.")
-    p.add_argument("model_dir")
-    p.add_argument("data_dir")
-    p.add_argument("--json", dest="json_path", help="write the metrics here")
-    p.add_argument("--report", help="write roc.png, overlays.png and metrics.json into this folder")
-    p.add_argument("--scores-csv", help="write per-image scores here: image (relative to DATA_DIR), label, raw_score, "
-                                        "verdict at the model's threshold")
-    p.add_argument("--device", default="CPU")
-    p.add_argument("--exclude", nargs="*", default=[], help="test images to skip, as <type>/<file name>")
+    p = A.ArgumentParser(prog=PROG, description="Evaluate a model dir on an MVTec-layout folder.")
+    p.add_argument("model_dir", type=A.existing_dir)
+    p.add_argument("data_dir", type=A.existing_dir)
+    p.add_argument("--json", dest="json_path", type=A.output_file, help="write the metrics here")
+    p.add_argument("--report", type=A.output_dir,
+                   help="write roc.png, overlays.png and metrics.json into this folder")
+    p.add_argument("--scores-csv", type=A.output_file,
+                   help="write per-image scores here: image (relative to DATA_DIR), label, raw_score, "
+                        "verdict at the model's threshold")
+    p.add_argument("--device", type=A.device, default="CPU")
+    p.add_argument("--exclude", nargs="*", type=sample_key, default=[],
+                   help="test images to skip, as <type>/<file name>")
     return p
 
 
+def check_test_set(data_dir: Path, exclude: list[str]) -> None:
+    """Refuse (``DatasetError``) an ``--exclude`` naming no test image, and a test file that is not a readable
+    image (its header is read, not the whole image), naming the first one."""
+    samples = MVTecCategory(data_dir).test_samples()
+    keys = {s.key for s in samples}
+    unknown = [k for k in exclude if k not in keys]
+    if unknown:
+        raise DatasetError(f"--exclude {unknown[0]}: no such test image in {data_dir}/test "
+                           f"({len(unknown)} of {len(exclude)} unknown)")
+    bad = [s.path for s in samples if s.key not in exclude and not cv2.haveImageReader(str(s.path))]
+    if bad:
+        raise DatasetError(f"{bad[0]} is not a readable image ({len(bad)} such file(s) in {data_dir}/test); "
+                           f"remove it or pass --exclude {bad[0].parent.name}/{bad[0].name}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = A.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
+        check_test_set(args.data_dir, args.exclude)
         report, scored, inspector = evaluate(args.model_dir, args.data_dir, args.device, args.exclude,
                                              progress=lambda n: Progress(n, "scoring"))
-    except (ModelDirError, DatasetError) as exc:
-        print(f"\napc-eval: {exc}", file=sys.stderr)
+    except (ModelDirError, DatasetError, ValueError) as exc:          # ValueError: an image that does not decode
+        print(f"\n{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
     print(file=sys.stderr)
     if args.json_path:

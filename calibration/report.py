@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from apc_edge.overlay import overlay
-from apc_edge.preprocess import load_image
+from apc_edge.preprocess import Preprocessor, load_image
 
 from . import metrics
 
@@ -41,6 +41,22 @@ def roc_plot(labels: np.ndarray, scores: np.ndarray, title: str, size: int = 480
     return img
 
 
+def frame_map(pre: Preprocessor, input_map: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """A map on evaluation's model-input grid (``Preprocessor.to_input_grid``) back on the frame's pixels.
+
+    In pad mode that grid already is the frame's own region of the canvas, so it is only resized;
+    ``map_to_frame`` takes a whole-canvas map and would cut the region out a second time.
+
+    Example::
+
+        full = frame_map(inspector.preprocessor, scored_sample.input_map, frame.shape)
+    """
+    if pre.mode == "pad":
+        h, w = frame_shape[:2]
+        return cv2.resize(input_map.astype(np.float32, copy=False), (w, h), interpolation=cv2.INTER_LINEAR)
+    return pre.map_to_frame(input_map, frame_shape)
+
+
 def overlay_grid(scored, inspector, tile: int = 224, per_row: int = 8, max_tiles: int = 48) -> np.ndarray:
     """Heatmap overlays of the most anomalous and the least anomalous test images, labelled with type and score."""
     order = sorted(scored, key=lambda s: s.raw_score, reverse=True)
@@ -49,7 +65,7 @@ def overlay_grid(scored, inspector, tile: int = 224, per_row: int = 8, max_tiles
     tiles = []
     for s in picks:
         frame = load_image(s.sample.path)
-        full = inspector.preprocessor.map_to_frame(s.input_map, frame.shape)
+        full = frame_map(inspector.preprocessor, s.input_map, frame.shape)
         verdict = "NG" if s.raw_score >= inspector.threshold else "OK"
         img = overlay(frame, full, inspector.threshold)
         img = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)

@@ -5,6 +5,7 @@ with a clear message when it is absent.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,29 @@ def trained_run(synthetic_category, tmp_path_factory) -> Path:
     return run
 
 
+PAD = dict(resize=(160, 224), resize_mode="pad", scale=0.5)      # 256x256 washers -> 128x128 on the canvas
+
+
+@pytest.fixture(scope="session")
+def pad_run(synthetic_category, tmp_path_factory) -> Path:
+    """A run in pad mode (the part scaled by 0.5 and centred on a 160x224 canvas)."""
+    from apc_edge.export.patchcore import TrainConfig, fit_patchcore
+
+    run = tmp_path_factory.mktemp("run") / "washer_pad"
+    fit_patchcore(synthetic_category, run, TrainConfig(coreset_ratio=0.25, holdout=0.25, **PAD))
+    return run
+
+
+@pytest.fixture(scope="session")
+def model_dir_pad(pad_run, tmp_path_factory) -> Path:
+    """The pad-mode run exported for OpenVINO with exact search."""
+    from apc_edge.export.model_export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "pad"
+    export_model(pad_run, out, options=ExportOptions(index="exact"))
+    return out
+
+
 @pytest.fixture(scope="session")
 def model_dir_openvino(trained_run, tmp_path_factory) -> Path:
     from apc_edge.export.model_export import export_model
@@ -55,6 +79,17 @@ def model_dir_onnx(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "onnx"
     export_model(trained_run, out, target="onnx")
     return out
+
+
+@pytest.fixture(scope="session")
+def frames_dir(synthetic_category, tmp_path_factory) -> Path:
+    """Six colour test images (good and spot), named in replay order."""
+    folder = tmp_path_factory.mktemp("frames")
+    test = synthetic_category / "test"
+    files = sorted((test / "good").glob("*.png"))[:3] + sorted((test / "spot").glob("*.png"))[:3]
+    for i, f in enumerate(files):
+        shutil.copy(f, folder / f"{i:02d}_{f.parent.name}.png")
+    return folder
 
 
 @pytest.fixture(scope="session")

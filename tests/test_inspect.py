@@ -25,6 +25,7 @@ from apc_edge import Inspector
 from apc_edge.cli.inspect import build_parser, build_specs, main
 from apc_edge.runtime import InspectRun, LatencyHistogram, VerdictLog
 from apc_edge.runtime.config import ConfigError
+from runlog import lines, verdicts
 
 pytest.importorskip("pypylon.pylon", reason="pypylon not installed: camera tests need its emulator")
 
@@ -39,27 +40,6 @@ CAM0, CAM1 = "0815-0000", "0815-0001"
 def emu(monkeypatch):
     monkeypatch.setenv("PYLON_CAMEMU", "2")
     return CAM0, CAM1
-
-
-@pytest.fixture(scope="module")
-def frames_dir(synthetic_category, tmp_path_factory) -> Path:
-    """Six colour test images (good and spot), named in replay order."""
-    folder = tmp_path_factory.mktemp("frames")
-    test = synthetic_category / "test"
-    files = sorted((test / "good").glob("*.png"))[:3] + sorted((test / "spot").glob("*.png"))[:3]
-    for i, f in enumerate(files):
-        shutil.copy(f, folder / f"{i:02d}_{f.parent.name}.png")
-    return folder
-
-
-def lines(path: Path) -> list[dict]:
-    text = path.read_text()
-    assert text == "" or text.endswith("\n"), "the verdict log ends in a partial line"
-    return [json.loads(line) for line in text.splitlines()]
-
-
-def verdicts(records):
-    return [r for r in records if r["verdict"] in ("OK", "NG")]
 
 
 def camera_args(model, folder, out, *extra, serial=CAM0):

@@ -9,9 +9,6 @@ from apc_edge.index import ExactIndex
 from apc_edge.preprocess import Preprocessor, load_image
 from apc_edge.scoring import score_embedding
 
-PAD = dict(resize=(160, 224), resize_mode="pad", scale=0.5)      # 256x256 washers -> 128x128 on the canvas
-
-
 class CountingIndex(ExactIndex):
     """Exact search that remembers how many query rows the last per-frame search had."""
 
@@ -19,15 +16,6 @@ class CountingIndex(ExactIndex):
         if k == 1:
             self.last_queries = np.atleast_2d(queries).shape[0]
         return super().search(queries, k)
-
-
-@pytest.fixture(scope="module")
-def pad_run(synthetic_category, tmp_path_factory):
-    from apc_edge.export.patchcore import TrainConfig, fit_patchcore
-
-    run = tmp_path_factory.mktemp("run") / "washer_pad"
-    fit_patchcore(synthetic_category, run, TrainConfig(coreset_ratio=0.25, holdout=0.25, **PAD))
-    return run
 
 
 def test_runtime_scores_the_part_as_training_did(pad_run, synthetic_category, tmp_path):

@@ -31,6 +31,7 @@ from ..scoring import embedding_patches
 from ..manifest import ModelDirError
 from ..preprocess import load_image
 from ..sysinfo import peak_rss_mb, system_info
+from . import args as A
 from .index_crossover import index_crossover
 
 PROG = "apc-bench"
@@ -209,40 +210,33 @@ def print_report(r: dict, out=None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Benchmark Inspector.check on this machine.")
-    p.add_argument("model_dir")
-    p.add_argument("--frames", type=int, default=100, help="frames to time (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=5)
+    p = A.ArgumentParser(prog=PROG, description="Benchmark Inspector.check on this machine.")
+    p.add_argument("model_dir", type=A.existing_dir)
+    p.add_argument("--frames", type=A.int_range(1, 1_000_000), default=100,
+                   help="frames to time (default %(default)s)")
+    p.add_argument("--warmup", type=A.int_range(0, 10_000), default=5)
     p.add_argument("--folder", type=Path, help="time these images instead of synthetic frames")
-    p.add_argument("--device", default="CPU")
+    p.add_argument("--device", type=A.device, default="CPU")
     p.add_argument("--index", choices=("manifest", "exact"), default="manifest",
                    help="search the model dir's index (default) or force exact search")
-    p.add_argument("--threads", type=int, default=0, help="threads for the throughput runs (default: cores, >= 2)")
+    p.add_argument("--threads", type=A.int_range(0, 1024), default=0,
+                   help="threads for the throughput runs (default: cores, >= 2)")
     p.add_argument("--no-map", action="store_true", help="time the verdict-only path (no anomaly map)")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
-    p.add_argument("--index-crossover", type=bank_sizes, metavar="N,N,...",
+    p.add_argument("--index-crossover", type=A.int_list(1), metavar="N,N,...",
                    help="also time exact against HNSW search on subsets of the bank of these sizes")
-    p.add_argument("--json", dest="json_path", help="write all numbers here")
+    p.add_argument("--json", dest="json_path", type=A.output_file, help="write all numbers here")
     return p
 
 
-def bank_sizes(text: str) -> list[int]:
-    """``"1000,4000"`` -> ``[1000, 4000]``; argparse turns the ValueError into a usage error."""
-    sizes = [int(part) for part in text.split(",") if part.strip()]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"bank sizes must be positive integers, got {text!r}")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.frames < 1 or args.warmup < 0 or args.threads < 0:
-        print(f"{PROG}: --frames must be >= 1 and --warmup, --threads >= 0", file=sys.stderr)
-        return 2
+    args = A.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         result = run_bench(args)
     except (ModelDirError, ValueError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
     print_report(result)
     if args.json_path:

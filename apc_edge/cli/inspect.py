@@ -10,9 +10,16 @@ Examples::
 
 Per frame: ``Inspector.check``, one JSON line in ``OUT/verdicts.jsonl`` (fsync'd
 before the next frame is taken), NG overlays in ``OUT/ng/<run>/``. With several
-cameras each gets ``OUT/<serial>/``. Ctrl-C or SIGTERM stops after the frame in
-hand and prints the summary (also in ``OUT/summary.json``). Exit codes: 0 done
-or stopped, 1 a lane failed while running, 2 bad arguments, model dir or camera.
+cameras each gets ``OUT/<serial>/``. NG overlays stay within ``--ng-images-max``,
+``--ng-bytes-max`` and ``--min-free-mb`` (free space kept for the verdict log);
+beyond that, or on a full disk or a hung write, they are dropped and counted,
+never a verdict. Ctrl-C or SIGTERM stops after the frame in hand and prints the
+summary (also in ``OUT/summary.json``).
+
+Exit codes: 0 done or stopped; 1 a lane failed while running (the verdict log
+cannot be written, a camera lost for good); 2 bad arguments, model dir, config
+or camera at start; 3 a lane could not judge frames: ``MAX_CONSECUTIVE_ERRORS``
+ERROR verdicts in a row, or frames met and not one judged OK/NG (1 wins over 3).
 """
 from __future__ import annotations
 
@@ -26,19 +33,24 @@ from pathlib import Path
 
 from ..manifest import ModelDirError
 from ..runtime import InspectRun, LaneSpec, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
-from ..runtime.config import ConfigError, camera_lane, load_config
+from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
+from ..runtime.overlay_writer import OverlayBudget
 from ..sources import SourceError, list_cameras
+from . import args as A
 
 PROG = "apc-inspect"
+EXIT_OK, EXIT_LANE_FAILED, EXIT_USAGE, EXIT_CANNOT_JUDGE = 0, 1, 2, 3
 # options that describe the camera lanes; with --config they belong in the file
 LANE_OPTIONS = ("trigger", "trigger_line", "trigger_edge", "strategy", "exposure_us", "gain", "width", "height",
                 "pixel_format", "output_format", "max_num_buffer", "grab_timeout_ms", "reconnect_max_wait_s",
                 "node", "emu_images", "threshold", "device", "reject_line", "reject_pulse_ms")
 CAMERA_ONLY = tuple(o for o in LANE_OPTIONS if o not in ("threshold", "device"))
+DEFAULT_NG_BYTES_MAX = "2G"
+DEFAULT_MIN_FREE_MB = 100.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Inspect frames with an exported model dir and log "
+    p = A.ArgumentParser(prog=PROG, description="Inspect frames with an exported model dir and log "
                                 "every verdict (verdicts.jsonl, NG overlays, summary).")
     p.add_argument("model_dir", nargs="?", help="exported model dir (optional when every --camera names one)")
     src = p.add_argument_group("frame source (one kind)")
@@ -58,29 +70,38 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--trigger-edge", choices=("RisingEdge", "FallingEdge"))
     cam.add_argument("--strategy", choices=("latest", "one_by_one"),
                      help="grab strategy (default: latest for free-run, one_by_one when triggered)")
-    cam.add_argument("--exposure-us", type=float)
-    cam.add_argument("--gain", type=float, help="gain in dB")
-    cam.add_argument("--width", type=int)
-    cam.add_argument("--height", type=int)
+    cam.add_argument("--exposure-us", type=CHECK["exposure_us"])
+    cam.add_argument("--gain", type=CHECK["gain"], help="gain in dB")
+    cam.add_argument("--width", type=CHECK["width"])
+    cam.add_argument("--height", type=CHECK["height"])
     cam.add_argument("--pixel-format", help="camera pixel format, e.g. Mono8, BGR8Packed, BayerRG8")
     cam.add_argument("--output-format", choices=("BGR8", "Mono8"), help="what the model gets (default BGR8)")
-    cam.add_argument("--max-num-buffer", type=int)
-    cam.add_argument("--grab-timeout-ms", type=int)
-    cam.add_argument("--reconnect-max-wait", dest="reconnect_max_wait_s", type=float, metavar="S",
+    cam.add_argument("--max-num-buffer", type=CHECK["max_num_buffer"])
+    cam.add_argument("--grab-timeout-ms", type=CHECK["grab_timeout_ms"])
+    cam.add_argument("--reconnect-max-wait", dest="reconnect_max_wait_s", type=CHECK["reconnect_max_wait_s"],
+                     metavar="S",
                      help="give up on a lost camera after S seconds (default: keep trying)")
     cam.add_argument("--node", action="append", metavar="NAME[=VALUE]",
                      help="raw camera node setting, written last (a command when no value); repeatable")
     cam.add_argument("--emu-images", type=Path, metavar="DIR",
                      help="pylon camera emulator only: replay the images of DIR")
     p.add_argument("--reject-line", help="on NG, pulse this camera output line (e.g. Line2)")
-    p.add_argument("--reject-pulse-ms", type=float, help="reject pulse length (default 50 ms)")
-    p.add_argument("--threshold", type=float, help="raw-score threshold (default: the model's)")
-    p.add_argument("--device", help="OpenVINO device (default CPU)")
+    p.add_argument("--reject-pulse-ms", type=CHECK["reject_pulse_ms"],
+                   help="reject pulse length (default 50 ms)")
+    p.add_argument("--threshold", type=CHECK["threshold"], help="raw-score threshold (default: the model's)")
+    p.add_argument("--device", type=CHECK["device"], help="OpenVINO device (default CPU)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("apc-inspect-out"), help="output folder (default %(default)s)")
-    out.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (per camera)")
-    out.add_argument("--ng-images-max", type=int, metavar="N",
-                     help="write at most N NG overlay PNGs per camera (default: all; 0: none)")
+    out.add_argument("--out", type=A.output_dir, default=Path("apc-inspect-out"),
+                     help="output folder (default %(default)s)")
+    out.add_argument("--max-frames", type=A.positive_int, metavar="N", help="stop after N frames (per camera)")
+    out.add_argument("--ng-images-max", type=A.non_negative_int, metavar="N",
+                     help="write at most N NG overlay PNGs per camera and run (default: all; 0: none)")
+    out.add_argument("--ng-bytes-max", type=A.size_bytes, default=DEFAULT_NG_BYTES_MAX, metavar="SIZE",
+                     help="NG overlays per camera and run take at most SIZE on disk (e.g. 500M, 2G; "
+                          "default %(default)s)")
+    out.add_argument("--min-free-mb", type=A.non_negative_float, default=DEFAULT_MIN_FREE_MB, metavar="MB",
+                     help="stop writing overlays when less than MB would stay free on the verdict log's "
+                          "filesystem (default %(default)s)")
     out.add_argument("-q", "--quiet", action="store_true", help="no live stats line")
     out.add_argument("-v", "--verbose", action="store_true", help="log reconnect attempts and other details")
     return p
@@ -97,7 +118,7 @@ def _node_settings(items: list[str] | None) -> dict:
 
 
 def build_specs(args: argparse.Namespace) -> list[LaneSpec]:
-    """The lanes the arguments ask for; ConfigError names what is wrong."""
+    """The lanes the arguments ask for; ConfigError (or ArgumentValueError, a ValueError) names what is wrong."""
     kinds = [k for k in ("camera", "folder", "video", "config") if getattr(args, k) is not None]
     if len(kinds) != 1:
         raise ConfigError("give exactly one frame source: --camera, --folder, --video or --config"
@@ -109,14 +130,15 @@ def build_specs(args: argparse.Namespace) -> list[LaneSpec]:
             named = ", ".join("--" + o.replace("_", "-") for o in given) or "MODEL_DIR"
             raise ConfigError(f"with --config, put camera and model settings in the file, not on the command "
                               f"line ({named})")
-        return load_config(args.config)
+        return load_config(A.checked("--config", A.existing_file, args.config))
     if kind != "camera":
         cam_only = [o for o in CAMERA_ONLY if getattr(args, o) is not None]
         if cam_only:
             raise ConfigError(f"{', '.join('--' + o.replace('_', '-') for o in cam_only)} applies to --camera only")
         if not args.model_dir:
             raise ConfigError("no model dir given (MODEL_DIR)")
-        path = args.folder if kind == "folder" else args.video
+        path = (A.checked("--folder", A.existing_dir, args.folder) if kind == "folder" else
+                A.checked("--video", A.video_file, args.video))
         return [LaneSpec(args.model_dir, kind, path=path, loop=args.loop, threshold=args.threshold,
                          device=args.device or "CPU")]
     if args.loop:
@@ -170,24 +192,31 @@ def _describe(spec: LaneSpec) -> str:
     return text + (f", reject {spec.reject_line})" if spec.reject_line else ")")
 
 
+def exit_code(summary: dict) -> int:
+    """0, or 1 when a lane failed (log, camera), else 3 when a lane could not judge frames."""
+    lanes = summary["lanes"]
+    if any(lane["error"] and not lane["too_many_errors"] for lane in lanes):
+        return EXIT_LANE_FAILED
+    if any(lane["cannot_judge"] for lane in lanes):
+        return EXIT_CANNOT_JUDGE
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = A.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.list_cameras:
         try:
             cameras = list_cameras()
         except SourceError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return 2
+            print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         for c in cameras:
             print(f"{c['serial']}\t{c['model']}\t{c['device_class']}\t{c['name']}")
         if not cameras:
             print(f"{PROG}: no Basler camera found", file=sys.stderr)
-        return 0
-    if args.max_frames is not None and args.max_frames < 1:
-        parser.error("--max-frames must be at least 1")
-    if args.ng_images_max is not None and args.ng_images_max < 0:
-        parser.error("--ng-images-max must be 0 or more")
+        return EXIT_OK
     status = StatusLine(enabled=not args.quiet)
     handler = _setup_logging(status, args.verbose)
     try:
@@ -196,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             for spec in specs:
                 if not spec.model_dir.is_dir():
                     raise ConfigError(f"model dir not found: {spec.model_dir}")
-            run = InspectRun(specs, args.out, max_frames=args.max_frames, ng_images_max=args.ng_images_max,
-                             status=status)
+            budget = OverlayBudget(max_images=args.ng_images_max, max_bytes=args.ng_bytes_max,
+                                   min_free_bytes=int(args.min_free_mb * 2**20))
+            run = InspectRun(specs, args.out, max_frames=args.max_frames, overlay_budget=budget, status=status)
             run.open()
         except (ConfigError, ModelDirError, SourceError, VerdictLogError, ValueError) as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return 2
+            print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         for lane in run.lanes:
             print(f"{PROG}: {_describe(lane.spec)} -> model {lane.spec.model_dir}, verdicts {lane.vlog.path}",
                   file=sys.stderr)
@@ -215,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         print(f"verdicts: {', '.join(lane['log'] for lane in summary['lanes'])}; "
               f"summary: {run.out_dir / 'summary.json'}")
-        return 0 if summary["ok"] else 1
+        return exit_code(summary)
     finally:
         logging.getLogger().removeHandler(handler)
 

@@ -13,6 +13,7 @@ every camera, and relative paths are taken from the config file's folder::
 
 Keys: see :data:`CAMERA_KEYS`. ``nodes`` are raw camera node settings written last,
 in order; ``emu_images`` (pylon camera emulator only) replays the images of a folder.
+Numbers are checked by :data:`SETTING_CHECKS`, the same checks as apc-inspect's flags.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..cli import args as A
 from ..sources import CameraConfig
 from .lane import LaneSpec
 
@@ -28,6 +30,14 @@ CAMERA_FIELDS = ("serial", "trigger", "trigger_line", "trigger_edge", "strategy"
                  "reconnect_max_wait_s")
 LANE_FIELDS = ("threshold", "device", "reject_line", "reject_pulse_ms", "name")
 CAMERA_KEYS = ("model", *CAMERA_FIELDS, *LANE_FIELDS, "nodes", "emu_images")
+MAX_PULSE_MS = 10_000.0              # a reject pulse longer than 10 s is a typo, not a setting
+# range checks of the settings, shared by the config file and apc-inspect's flags
+SETTING_CHECKS = {
+    "exposure_us": A.positive_float, "gain": A.finite_float, "width": A.positive_int, "height": A.positive_int,
+    "max_num_buffer": A.positive_int, "grab_timeout_ms": A.positive_int,
+    "reconnect_max_wait_s": A.non_negative_float, "threshold": A.positive_float, "device": A.device,
+    "reject_pulse_ms": A.float_range(0.0, MAX_PULSE_MS, low_open=True),
+}
 
 
 class ConfigError(ValueError):
@@ -55,6 +65,15 @@ def camera_lane(settings: dict[str, Any], where: str = "camera settings") -> Lan
     unknown = sorted(set(settings) - set(CAMERA_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {list(CAMERA_KEYS)}")
+    settings = dict(settings)
+    for key, check in SETTING_CHECKS.items():
+        if settings.get(key) is not None:
+            if isinstance(settings[key], bool):
+                raise ConfigError(f"{where}: {key} must be a number, got {settings[key]!r}")
+            try:
+                settings[key] = check(str(settings[key]))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {key} {exc}") from None
     if not settings.get("model"):
         raise ConfigError(f"{where}: no model dir ('model') given")
     nodes = settings.get("nodes") or {}

@@ -2,8 +2,14 @@
 
 For every frame the lane thread runs ``Inspector.check``, pulses the reject
 output on NG (when asked), appends the verdict to the log (fsync'd before the
-next frame is taken from the queue), then queues the NG overlay for the
-background :class:`OverlayWriter`.
+next frame is taken from the queue), then hands the NG overlay to the
+background :class:`OverlayWriter`, which never makes the lane wait.
+
+A frame ``check`` cannot judge (a bad frame, a score that is not a finite
+number, an unexpected error) gets an ``ERROR`` verdict, and with a reject line
+it is rejected too: a part is never passed on a number that could not be
+computed. ``MAX_CONSECUTIVE_ERRORS`` such frames in a row end the lane
+(:class:`TooManyErrors`) rather than log ERROR forever.
 """
 from __future__ import annotations
 
@@ -19,14 +25,37 @@ from ..inspector import Inspector
 from ..manifest import ModelDirError
 from ..sources import CameraConfig, CameraSource, FolderSource, Frame, FrameSource, SourceError, VideoSource
 from .grabber import EndOfFrames, Grabber
-from .overlay_writer import OverlayWriter
+from .overlay_writer import OverlayBudget, OverlayWriter
 from .stats import LaneStats
 from .verdict_log import VerdictLog, VerdictLogError
 
 log = logging.getLogger(__name__)
 
 KINDS = ("camera", "folder", "video")
-MAX_CONSECUTIVE_INSPECT_ERRORS = 20
+MAX_CONSECUTIVE_ERRORS = 20          # frames in a row with an ERROR verdict from check() end the lane
+OVERLAY_CLOSE_TIMEOUT_S = 5.0        # at the end, queued overlays get this long; a hung write is left behind
+_NON_FINITE = re.compile(r"\b(nan|inf|infinite|infinity|non-finite|not finite)\b", re.IGNORECASE)
+
+
+class TooManyErrors(RuntimeError):
+    """``MAX_CONSECUTIVE_ERRORS`` frames in a row could not be judged: the lane inspects nothing."""
+
+
+def error_kind(exc: Exception) -> str:
+    """The ``error_kind`` of a frame whose ``check`` raised ``exc``.
+
+    ``"score"``: a ValueError about a score that is not a finite number (NaN, inf);
+    ``"bad_frame"``: any other ValueError (the Inspector refused the frame);
+    ``"inspect"``: anything else.
+
+    Example::
+
+        error_kind(ValueError("image score is nan")) == "score"
+    """
+    if not isinstance(exc, ValueError):
+        return "inspect"
+    text = f"{type(exc).__name__} {exc}"
+    return "score" if "score" in text.lower() and _NON_FINITE.search(text) else "bad_frame"
 
 
 @dataclass
@@ -105,12 +134,12 @@ class Lane:
     """
 
     def __init__(self, spec: LaneSpec, out_dir: str | Path, run_id: str, max_frames: int | None = None,
-                 ng_images_max: int | None = None):
+                 overlay_budget: OverlayBudget | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self.max_frames = max_frames
-        self.ng_images_max = ng_images_max
+        self.overlay_budget = overlay_budget or OverlayBudget()
         self.stats = LaneStats()
         self.inspector: Inspector | None = None
         self.source: FrameSource | None = None
@@ -119,11 +148,11 @@ class Lane:
         self.writer: OverlayWriter | None = None
         self.end_reason: str | None = None
         self.fatal: str | None = None
+        self.too_many_errors = False
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self._next_id = 0
-        self._consecutive_inspect_errors = 0
-        self._ng_images_queued = 0
+        self._consecutive_errors = 0
         self._thread = threading.Thread(target=self._loop, name=f"inspect {spec.name}", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------
@@ -141,7 +170,7 @@ class Lane:
 
     def start(self) -> None:
         self.grabber = Grabber(self.source, latest=self.spec.latest_wins, max_frames=self.max_frames)
-        self.writer = OverlayWriter()
+        self.writer = OverlayWriter(self.overlay_budget, keep_free_on=self.out_dir)
         self.stats.started = time.monotonic()
         self.grabber.start()
         self._thread.start()
@@ -164,8 +193,7 @@ class Lane:
 
     @property
     def taken(self) -> int:
-        s = self.stats
-        return s.frames + s.bad_frames + s.inspect_errors
+        return self.stats.taken
 
     # -- the inspect thread -----------------------------------------------------
     def _loop(self) -> None:
@@ -190,6 +218,10 @@ class Lane:
         except VerdictLogError as exc:
             self.end_reason, self.fatal = "error", str(exc)
             log.error("%s", exc)
+        except TooManyErrors as exc:
+            self.too_many_errors = True
+            self._fail(str(exc))
+            self.end_reason = "consecutive errors"
         except Exception as exc:
             self.end_reason = "error"
             self._fail(f"{type(exc).__name__}: {exc}")
@@ -205,9 +237,9 @@ class Lane:
                 log.error("%s", exc)
             self.stats.ended = time.monotonic()
             self.vlog.close()
-            self.writer.close()
-            self.stats.ng_images = self.writer.written
-            self.stats.ng_images_skipped += self.writer.failed
+            counts = self.writer.close(OVERLAY_CLOSE_TIMEOUT_S)
+            self.stats.ng_images = counts.written
+            self.stats.ng_images_skipped = counts.not_written
 
     def _close_source(self) -> None:
         try:
@@ -248,23 +280,10 @@ class Lane:
             result = self.inspector.check(frame.image, with_map=True)
         except ModelDirError:
             raise
-        except ValueError as exc:
-            self.stats.bad_frames += 1
-            log.warning("%s frame %d%s: bad frame: %s", self.spec.name, frame.frame_id,
-                        f" ({frame.name})" if frame.name else "", exc)
-            self.vlog.append(self._record(frame, skipped_before=gap, error_kind="bad_frame", error=str(exc)))
-            return
         except Exception as exc:
-            self.stats.inspect_errors += 1
-            self._consecutive_inspect_errors += 1
-            message = f"{type(exc).__name__}: {exc}"
-            log.warning("%s frame %d: inspection failed: %s", self.spec.name, frame.frame_id, message)
-            self.vlog.append(self._record(frame, skipped_before=gap, error_kind="inspect", error=message))
-            if self._consecutive_inspect_errors >= MAX_CONSECUTIVE_INSPECT_ERRORS:
-                raise RuntimeError(f"{MAX_CONSECUTIVE_INSPECT_ERRORS} frames in a row failed to inspect; "
-                                   f"last: {message}") from exc
+            self._log_error_verdict(frame, gap, exc)
             return
-        self._consecutive_inspect_errors = 0
+        self._consecutive_errors = 0
         ng = bool(result.is_anomalous)
         rec = self._record(frame, skipped_before=gap, verdict="NG" if ng else "OK",
                            score=round(result.score, 6), raw_score=round(result.raw_score, 6),
@@ -273,11 +292,12 @@ class Lane:
             rec["rejected"] = self._reject()
         overlay_rel = None
         if ng:
-            if self.ng_images_max is None or self._ng_images_queued < self.ng_images_max:
+            dropped = self.writer.admit(frame.image, result.anomaly_map)
+            if dropped is None:
                 overlay_rel = f"ng/{self.run_id}/{frame.frame_id:08d}{_file_tag(frame.name)}.png"
                 rec["overlay"] = overlay_rel
             else:
-                self.stats.ng_images_skipped += 1
+                rec["overlay_dropped"] = dropped
         latency_ms = (time.time() - frame.timestamp) * 1e3
         rec["latency_ms"] = round(latency_ms, 2)
         self.vlog.append(rec)
@@ -286,9 +306,29 @@ class Lane:
         self.stats.latency.add(latency_ms)
         self.stats.check.add(result.timings["total"])
         if overlay_rel:
-            self._ng_images_queued += 1
             self.writer.put(self.out_dir / overlay_rel, frame.image, result.anomaly_map, result.threshold,
                             label=f"NG {result.score:.2f}  #{frame.frame_id}")
+
+    def _log_error_verdict(self, frame: Frame, gap: int, exc: Exception) -> None:
+        """An ERROR verdict for a frame ``check`` could not judge; rejected when there is a reject line."""
+        kind = error_kind(exc)
+        message = str(exc) if kind != "inspect" else f"{type(exc).__name__}: {exc}"
+        if kind == "bad_frame":
+            self.stats.bad_frames += 1
+        elif kind == "score":
+            self.stats.score_errors += 1
+        else:
+            self.stats.inspect_errors += 1
+        self._consecutive_errors += 1
+        log.warning("%s frame %d%s: %s: %s", self.spec.name, frame.frame_id,
+                    f" ({frame.name})" if frame.name else "", kind.replace("_", " "), message)
+        rec = self._record(frame, skipped_before=gap, error_kind=kind, error=message)
+        if self.spec.reject_line:
+            rec["rejected"] = self._reject()
+        self.vlog.append(rec)
+        if self._consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+            raise TooManyErrors(f"{MAX_CONSECUTIVE_ERRORS} frames in a row could not be judged (ERROR "
+                                f"verdicts); last: {kind}: {message}") from exc
 
     def _reject(self) -> bool:
         try:

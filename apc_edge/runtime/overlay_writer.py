@@ -1,14 +1,27 @@
-"""NG overlay PNGs written by a background thread, so encoding never delays the next verdict.
+"""NG overlay PNGs written by a background thread, within a disk budget: overlays never cost a verdict.
 
-The queue is small and ``put`` waits when it is full: overlays are never
-dropped, at worst the inspect loop slows to the encoder's pace. Each PNG is
-written to a temporary name and renamed, so a file that exists is complete.
+The inspect loop must never wait on an overlay. :meth:`OverlayWriter.admit`
+says at once whether the next overlay will be taken (the count budget, room in
+the queue, overlays not stopped); :meth:`OverlayWriter.put` never blocks. The
+queue holds at most ``depth`` overlays and ``max_pending_bytes`` of frames and
+maps (always one, however large): a writer slower than the line drops overlays,
+counted, instead of slowing the line or filling the memory.
+The writer thread stops writing overlays for the rest of the run when the byte
+budget is reached, when free space on the verdict log's filesystem would fall
+below ``min_free_bytes``, or when a write fails with a full disk; the verdict
+log keeps that room. Each PNG is written to a temporary name and renamed (the
+temporary file is removed on failure), so a file that exists is complete. The
+thread is a daemon and :meth:`close` waits a bounded time, so a write that
+never returns (a hung network share) cannot keep the process from ending.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -21,49 +34,192 @@ log = logging.getLogger(__name__)
 
 # Huffman-only deflate: about 2x faster than the default level and smaller files on heatmap overlays
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+QUEUE_DEPTH = 32
+QUEUE_BYTES = 64 * 2**20
 
 
-class OverlayWriter:
-    """Background writer of heatmap overlays.
+@dataclass(frozen=True)
+class OverlayBudget:
+    """Limits on the NG overlays of one lane and run; ``None`` is no limit.
+
+    ``min_free_bytes`` is the free space kept on the verdict log's filesystem:
+    an overlay that would leave less is not written, and overlays stop.
 
     Example::
 
-        writer = OverlayWriter(depth=2)
-        writer.put("out/ng/0001.png", frame, result.anomaly_map, result.threshold, label="NG 0.93")
-        writer.close()                 # waits for the queued images
-        writer.written, writer.failed
+        OverlayBudget(max_images=1000, max_bytes=2 * 2**30, min_free_bytes=100 * 2**20)
     """
 
-    def __init__(self, depth: int = 2):
-        self.written = 0
-        self.failed = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    max_images: int | None = None
+    max_bytes: int | None = None
+    min_free_bytes: int = 0
+
+
+@dataclass
+class OverlayCounts:
+    """What became of the NG overlays of one lane (``stopped``: why overlays stopped, if they did)."""
+
+    written: int = 0
+    bytes: int = 0
+    dropped_budget: int = 0       # not written: a budget was reached or overlays had stopped
+    dropped_queue_full: int = 0   # not written: the writer was still busy with earlier ones
+    failed: int = 0               # encoding or writing failed
+    abandoned: int = 0            # still queued or being written when the run ended
+    stopped: str | None = None
+
+    @property
+    def not_written(self) -> int:
+        return self.dropped_budget + self.dropped_queue_full + self.failed + self.abandoned
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class OverlayWriter:
+    """Background writer of heatmap overlays; ``keep_free_on`` is the folder whose filesystem keeps
+    ``budget.min_free_bytes`` free (the verdict log's).
+
+    Example::
+
+        writer = OverlayWriter(OverlayBudget(max_images=100), keep_free_on="out")
+        if writer.admit(frame, result.anomaly_map) is None:     # None: taken; else why it is dropped
+            writer.put("out/ng/0001.png", frame, result.anomaly_map, result.threshold, label="NG 0.93")
+        writer.close(timeout_s=5.0)                 # writes what is queued, at most that long
+        writer.counts.written, writer.counts.abandoned
+    """
+
+    def __init__(self, budget: OverlayBudget | None = None, keep_free_on: str | Path | None = None,
+                 depth: int = QUEUE_DEPTH, max_pending_bytes: int = QUEUE_BYTES):
+        self.budget = budget or OverlayBudget()
+        self.keep_free_on = Path(keep_free_on) if keep_free_on is not None else None
+        self.depth = max(1, depth)
+        self.max_pending_bytes = max_pending_bytes
+        self.counts = OverlayCounts()
+        self.stuck_on: Path | None = None        # the file a write that did not end was writing
+        self._admitted = 0
+        self._pending = 0                        # admitted and not yet finished, with their bytes
+        self._pending_bytes = 0
+        self._busy: Path | None = None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._queue: queue.Queue = queue.Queue()          # bounded by admit()
         self._thread = threading.Thread(target=self._run, name="overlay writer", daemon=True)
         self._thread.start()
 
+    # -- the inspect loop's side ----------------------------------------------------------
+    def admit(self, frame: np.ndarray, anomaly_map: np.ndarray) -> str | None:
+        """``None`` when the overlay of ``frame`` will be taken by the next :meth:`put` (room is kept for it);
+        else why it is dropped (counted): the stop reason, ``"max images"`` or ``"queue full"``."""
+        size = _item_bytes(frame, anomaly_map)
+        with self._lock:
+            c = self.counts
+            if c.stopped:
+                c.dropped_budget += 1
+                return c.stopped
+            if self.budget.max_images is not None and self._admitted >= self.budget.max_images:
+                c.dropped_budget += 1
+                return "max images"
+            if self._pending >= self.depth or (self._pending and self._pending_bytes + size > self.max_pending_bytes):
+                c.dropped_queue_full += 1
+                return "queue full"
+            self._admitted += 1
+            self._pending += 1
+            self._pending_bytes += size
+            return None
+
     def put(self, path: str | Path, frame: np.ndarray, anomaly_map: np.ndarray, threshold: float,
             label: str | None = None) -> None:
-        """Queue one overlay (waits while the queue is full)."""
-        self._queue.put((Path(path), frame, anomaly_map, threshold, label))
+        """Queue an overlay :meth:`admit` took; never waits."""
+        self._queue.put_nowait((Path(path), frame, anomaly_map, threshold, label))
 
-    def close(self, timeout_s: float | None = 30.0) -> None:
-        """Write what is queued, then end the thread."""
-        self._queue.put(None)
+    def close(self, timeout_s: float = 5.0) -> OverlayCounts:
+        """Write what is queued for at most ``timeout_s``, then leave the rest (counted as abandoned)."""
+        self._closing.set()
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            with self._lock:
+                self.stuck_on = self._busy
+                self.counts.abandoned = self._queue.qsize() + (self._busy is not None)
+            log.error("overlay writer still busy after %.0f s (writing %s); abandoned %d overlay(s), "
+                      "the verdicts are all logged", timeout_s, self.stuck_on, self.counts.abandoned)
+        return self.counts
 
+    # -- the writer thread --------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            path, frame, amap, threshold, label = item
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                ok, png = cv2.imencode(".png", overlay(frame, amap, threshold, label=label), PNG_PARAMS)
-                if not ok:
-                    raise OSError("PNG encoding failed")
-                write_file_atomic(path, png.tobytes())
-                self.written += 1
-            except (OSError, cv2.error, ValueError) as exc:
-                self.failed += 1
-                log.warning("cannot write NG overlay %s: %s", path, exc)
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            with self._lock:
+                self._busy = item[0]
+            try:
+                self._write(*item)
+            finally:
+                with self._lock:
+                    self._busy = None
+                    self._pending -= 1
+                    self._pending_bytes -= _item_bytes(item[1], item[2])
+
+    def _write(self, path: Path, frame, amap, threshold, label) -> None:
+        if self.counts.stopped:
+            self._count("dropped_budget")
+            return
+        try:
+            ok, png = cv2.imencode(".png", overlay(frame, amap, threshold, label=label), PNG_PARAMS)
+            if not ok:
+                raise ValueError("PNG encoding failed")
+        except (cv2.error, ValueError) as exc:
+            self._count("failed")
+            log.warning("cannot encode NG overlay %s: %s", path, exc)
+            return
+        data = png.tobytes()
+        refusal = self._over_budget(len(data))
+        if refusal:
+            self._stop(refusal)
+            self._count("dropped_budget")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(path, data)
+        except OSError as exc:
+            self._count("failed")
+            if exc.errno in DISK_FULL:
+                self._stop("disk full")
+            log.warning("cannot write NG overlay %s: %s", path, exc.strerror or exc)
+            return
+        with self._lock:
+            self.counts.written += 1
+            self.counts.bytes += len(data)
+
+    def _over_budget(self, size: int) -> str | None:
+        b = self.budget
+        if b.max_bytes is not None and self.counts.bytes + size > b.max_bytes:
+            return "max bytes"
+        if b.min_free_bytes and self.keep_free_on is not None:
+            try:
+                st = os.statvfs(self.keep_free_on)
+            except OSError as exc:
+                log.warning("cannot read the free space of %s: %s", self.keep_free_on, exc)
+                return None
+            if st.f_bavail * st.f_frsize - size < b.min_free_bytes:
+                return "min free space"
+        return None
+
+    def _stop(self, reason: str) -> None:
+        with self._lock:
+            if self.counts.stopped:
+                return
+            self.counts.stopped = reason
+        log.warning("NG overlays stopped for this run (%s); verdicts go on being logged", reason)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self.counts, name, getattr(self.counts, name) + 1)
+
+
+def _item_bytes(frame: np.ndarray, anomaly_map: np.ndarray) -> int:
+    return int(frame.nbytes) + int(anomaly_map.nbytes)

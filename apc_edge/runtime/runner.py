@@ -12,10 +12,12 @@ import logging
 import os
 import secrets
 import time
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
 from .lane import Lane, LaneSpec
+from .overlay_writer import OverlayBudget, OverlayCounts
 from .stats import LatencyHistogram, rss_mb
 from .status import StatusLine
 from .verdict_log import write_file_atomic
@@ -36,7 +38,7 @@ class InspectRun:
     """
 
     def __init__(self, specs: list[LaneSpec], out_dir: str | Path, max_frames: int | None = None,
-                 ng_images_max: int | None = None, status: StatusLine | None = None):
+                 overlay_budget: OverlayBudget | None = None, status: StatusLine | None = None):
         if not specs:
             raise ValueError("nothing to inspect: give at least one source")
         names = [s.name for s in specs]
@@ -51,7 +53,7 @@ class InspectRun:
         self.status = status or StatusLine(enabled=False)
         self.stop_reason: str | None = None
         self.lanes = [Lane(s, self.out_dir if len(specs) == 1 else self.out_dir / s.name, self.run_id,
-                           max_frames=max_frames, ng_images_max=ng_images_max) for s in specs]
+                           max_frames=max_frames, overlay_budget=overlay_budget) for s in specs]
         self.rss_mb = {"after_load": None, "first_frame": None, "end": None}
         self._last_tick = (time.monotonic(), 0)
 
@@ -119,12 +121,14 @@ class InspectRun:
         lanes = [_lane_summary(lane) for lane in self.lanes]
         reasons = sorted({lane.end_reason or "stopped" for lane in self.lanes})
         failed = any(lane.fatal for lane in self.lanes)
+        cannot_judge = any(l_["cannot_judge"] for l_ in lanes)
         frames = sum(l_["frames"] for l_ in lanes)
         return {
             "run": self.run_id,
             "started": _iso(self.started), "ended": _iso(time.time()), "duration_s": round(elapsed_s, 3),
             "stopped_by": "error" if failed else (self.stop_reason or ", ".join(reasons)),
-            "ok": not failed,
+            "ok": not failed and not cannot_judge,
+            "cannot_judge": cannot_judge,
             "frames": frames, "ng": sum(l_["ng"] for l_ in lanes),
             "errors": sum(l_["errors"] for l_ in lanes), "dropped": sum(l_["dropped"] for l_ in lanes),
             "failed_buffers": sum(l_["failed_buffers"] for l_ in lanes),
@@ -132,6 +136,7 @@ class InspectRun:
             "fps": round(sum(lane.taken for lane in self.lanes) / elapsed_s, 3) if elapsed_s > 0 else 0.0,
             "latency_ms": LatencyHistogram.merged(lane.stats.latency for lane in self.lanes).summary(),
             "check_ms": LatencyHistogram.merged(lane.stats.check for lane in self.lanes).summary(),
+            "overlays": _overlay_totals([l_["overlays"] for l_ in lanes]),
             "rss_mb": dict(self.rss_mb),
             "lanes": lanes,
         }
@@ -139,8 +144,23 @@ class InspectRun:
 
 def _errors(lane: Lane) -> int:
     s, src = lane.stats, (lane.source.stats if lane.source is not None else {})
-    return (s.bad_frames + s.inspect_errors + s.reject_errors + src.get("failed_buffers", 0)
+    return (s.errors_judging + s.reject_errors + src.get("failed_buffers", 0)
             + src.get("errors", 0) + (1 if lane.fatal else 0))
+
+
+def _cannot_judge(lane: Lane) -> bool:
+    """The lane judged nothing: it ended after too many ERROR verdicts in a row, or it met
+    frames (taken or unreadable) and gave not one of them an OK/NG verdict."""
+    s, src = lane.stats, lane.source.stats
+    return lane.too_many_errors or (s.frames == 0 and s.taken + src["errors"] > 0)
+
+
+def _overlay_totals(per_lane: list[dict]) -> dict:
+    """The overlay counts of all lanes: numbers summed, stop reasons joined."""
+    numbers = [f.name for f in fields(OverlayCounts) if f.name != "stopped"]
+    total = {k: sum(c.get(k, 0) for c in per_lane) for k in numbers}
+    total["stopped"] = ", ".join(sorted({c["stopped"] for c in per_lane if c.get("stopped")})) or None
+    return total
 
 
 def _lane_summary(lane: Lane) -> dict:
@@ -149,12 +169,15 @@ def _lane_summary(lane: Lane) -> dict:
         "name": lane.spec.name, "source": lane.source.source_id, "kind": lane.spec.kind,
         "model_dir": str(lane.spec.model_dir), "out_dir": str(lane.out_dir), "log": str(lane.vlog.path),
         "frames": s.frames, "ok": s.frames - s.ng, "ng": s.ng, "errors": _errors(lane),
-        "bad_frames": s.bad_frames, "inspect_errors": s.inspect_errors, "reject_errors": s.reject_errors,
+        "bad_frames": s.bad_frames, "score_errors": s.score_errors, "inspect_errors": s.inspect_errors,
+        "reject_errors": s.reject_errors, "cannot_judge": _cannot_judge(lane),
+        "too_many_errors": lane.too_many_errors,
         "failed_buffers": src["failed_buffers"], "unreadable_files": src["errors"],
         "reconnects": src["reconnects"], "dropped": s.dropped, "source_skipped": src["skipped"],
         "grabbed": lane.grabber.grabbed if lane.grabber else 0,
         "pipeline_dropped": lane.grabber.dropped if lane.grabber else 0,
         "ng_images": s.ng_images, "ng_images_skipped": s.ng_images_skipped,
+        "overlays": lane.writer.counts.as_dict() if lane.writer else {},
         "fps": round(s.fps, 3), "latency_ms": s.latency.summary(), "check_ms": s.check.summary(),
         "end_reason": lane.end_reason, "error": lane.fatal,
     }
@@ -173,6 +196,14 @@ def summary_lines(summary: dict) -> list[str]:
         out += [line(d, f"  [{d['name']}]") for d in summary["lanes"]]
     out.append(line(summary, "summary") + f", stopped by {summary['stopped_by']}")
     out += [f"  [{d['name']}] error: {d['error']}" for d in summary["lanes"] if d["error"]]
+    out += [f"  [{d['name']}] no frame could be judged: {d['errors']} errors, 0 verdicts"
+            for d in summary["lanes"] if d["cannot_judge"] and not d["error"]]
+    o = summary["overlays"]
+    if any(o.get(k) for k in ("dropped_budget", "dropped_queue_full", "failed", "abandoned")):
+        out.append(f"  NG overlays: {o['written']} written ({o['bytes'] / 2**20:.1f} MB), {o['dropped_budget']} "
+                   f"dropped by the budget" + (f" (stopped: {o['stopped']})" if o["stopped"] else "")
+                   + f", {o['dropped_queue_full']} dropped (writer busy), {o['failed']} failed, "
+                   f"{o['abandoned']} abandoned at the end")
     return out
 
 

@@ -96,12 +96,13 @@ class LaneStats:
     frames: int = 0              # frames with a verdict (OK + NG)
     ng: int = 0
     bad_frames: int = 0          # frames Inspector refused (ValueError)
+    score_errors: int = 0        # frames whose score was not a finite number (ValueError naming it)
     inspect_errors: int = 0      # unexpected errors while scoring a frame
     reject_errors: int = 0
     source_events: int = 0       # failed grabs, unreadable files, reconnects (as reported by the source)
     dropped: int = 0             # gaps in frame ids: lost by the source or dropped by latest-wins
     ng_images: int = 0
-    ng_images_skipped: int = 0   # NG overlays not written (limit reached or write failed)
+    ng_images_skipped: int = 0   # NG overlays not written (budget, queue full, failed or abandoned)
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)   # acquisition -> verdict
@@ -112,6 +113,15 @@ class LaneStats:
         return (self.ended or time.monotonic()) - self.started
 
     @property
+    def errors_judging(self) -> int:
+        """Frames taken from the source that got an ERROR verdict from ``check``."""
+        return self.bad_frames + self.score_errors + self.inspect_errors
+
+    @property
+    def taken(self) -> int:
+        """Frames taken from the source: judged (OK/NG) or ERROR."""
+        return self.frames + self.errors_judging
+
+    @property
     def fps(self) -> float:
-        taken = self.frames + self.bad_frames + self.inspect_errors
-        return taken / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.taken / self.elapsed_s if self.elapsed_s > 0 else 0.0

@@ -4,10 +4,13 @@ Each record is written with a single ``os.write`` on a file opened for
 appending, then ``os.fsync``'d, so a process killed at any moment (kill -9, a
 crash) leaves only complete lines. A line cut short by a power loss or a full
 disk is moved to a side file when the log is opened again, so the log stays
-valid JSON lines and no byte is thrown away.
+valid JSON lines and no byte is thrown away. A full disk is waited out for up to
+``DISK_FULL_WAIT_S`` (space freed meanwhile, e.g. by a failed overlay removing
+its temporary file, lets the line complete) before the log gives up.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -16,6 +19,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_WAIT_S = 2.0
 
 
 class VerdictLogError(OSError):
@@ -105,9 +110,7 @@ class VerdictLog:
             raise VerdictLogError(f"verdict log {self.path} is not open")
         data = (json.dumps(_clean(record), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            _write_all(self._fd, data)
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as exc:
@@ -126,6 +129,21 @@ class VerdictLog:
         self.close()
 
 
+def _write_all(fd: int, data: bytes, disk_full_wait_s: float = DISK_FULL_WAIT_S) -> None:
+    """Write all of ``data``; on a full disk retry for up to ``disk_full_wait_s``, then raise."""
+    view, deadline = memoryview(data), None
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            deadline = deadline or time.monotonic() + disk_full_wait_s
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a new directory entry durable (no-op where directories cannot be opened)."""
     try:
@@ -141,9 +159,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_file_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never a half file."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: never a half file.
+
+    On any failure (a full disk, an error in the rename, an exception in this
+    thread) the temporary file is removed before the error propagates.
+
+    Example::
+
+        write_file_atomic("out/summary.json", b"{}\n")
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

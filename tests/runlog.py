@@ -1,0 +1,17 @@
+"""Reading what apc-inspect wrote, for the tests: verdict log lines, checked to be whole."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def lines(path: Path) -> list[dict]:
+    """Every record of a verdict log; fails when the log ends in a partial line."""
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "the verdict log ends in a partial line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def verdicts(records: list[dict]) -> list[dict]:
+    """The records with an OK or NG verdict."""
+    return [r for r in records if r["verdict"] in ("OK", "NG")]
