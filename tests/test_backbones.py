@@ -312,3 +312,30 @@ def test_wrong_shapes_and_other_architectures_are_reported(resnet50_state, tmp_p
     torch.save(deeper, tmp_path / "deeper.pth")
     with pytest.raises(BackboneError, match=r"unexpected keys inside the built layers: layer3\.6\.conv1\.weight"):
         build_backbone("resnet50", weights=tmp_path / "deeper.pth")
+
+
+@pytest.mark.parametrize("padding, edge, corner", [("zeros", 6 / 9, 4 / 9), ("valid", 1.0, 1.0)])
+def test_patch_aggregation_padding_damps_the_border_only_with_zeros(padding, edge, corner):
+    from apc_edge.export.embedder import PatchEmbedder
+
+    embedder = PatchEmbedder(build_backbone("mobilenet_v2", weights="random"), padding=padding)
+    stages = [torch.ones(1, c, 16 // s * 4, 16 // s * 4) for c, s in zip((16, 24, 32, 96), (1, 2, 4, 8))]
+    emb = embedder.aggregate(stages)[0, :32]                  # the stride-8 level's channels
+    assert emb[:, 4, 4].mean().item() == pytest.approx(1.0)
+    assert emb[:, 0, 4].mean().item() == pytest.approx(edge)
+    assert emb[:, 0, 0].mean().item() == pytest.approx(corner)
+
+
+def test_runs_made_before_the_padding_choice_load_with_valid_averaging(trained_run, tmp_path):
+    import json
+    import shutil
+
+    from apc_edge.export.patchcore import load_run
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    info = json.loads((old / "run.json").read_text())
+    del info["backbone"]["aggregation_padding"]
+    (old / "run.json").write_text(json.dumps(info))
+    assert load_run(old)[0].padding == "valid"
+    assert load_run(trained_run)[0].padding == "zeros"
