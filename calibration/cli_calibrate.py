@@ -78,7 +78,8 @@ def calibrate(args) -> dict:
     goods += collect_images(args.good)
     anomalies = collect_images(args.anomalies)
     if not goods:
-        raise DatasetError("no good images to calibrate on: the run holds out none and no --good was given")
+        raise DatasetError("no good images to calibrate on: the run holds out none (every training good is in the "
+                           "bank; its threshold came from leave-one-out scores): give --good DIR of production goods")
     if (args.target_recall is not None or args.f1) and not anomalies:
         raise ValueError("--target-recall and --f1 need --anomalies")
     good_scores = score_paths(inspector, goods, "good")
