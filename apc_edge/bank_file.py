@@ -49,8 +49,7 @@ def _header(data: bytes | bytearray, where: str, dim: int) -> tuple[int, np.dtyp
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         else:
             raise ValueError(f"npy format version {version[0]}.{version[1]} is not read (1.0 or 2.0 only)")
-    except (ValueError, EOFError, SyntaxError, TypeError, KeyError, OverflowError, RecursionError,
-            MemoryError) as exc:
+    except Exception as exc:    # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
         raise ModelDirError(f"cannot read array {where}: not a valid .npy header ({exc})") from None
     if dtype not in DTYPES:
         raise ModelDirError(f"cannot read array {where}: dtype {dtype} is not allowed; a memory bank is "

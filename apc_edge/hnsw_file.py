@@ -66,7 +66,7 @@ def check_index(data: bytes | bytearray, rows: int, dim: int, M: int | None, whe
         vectors = np.ascontiguousarray(level0[:, h["offset_data"]:h["offset_data"] + 4 * dim]).view("<u4")
         if not np.array_equal(vectors, np.ascontiguousarray(bank, np.float32).view(np.uint32)[labels]):
             raise ModelDirError(f"{where} was not built from this memory bank: the vectors it stores differ from "
-                                f"the bank's rows; re-export the model dir")
+                                f"the bank's rows (one of the two files was changed); re-export the model dir")
     top = int(levels.max(initial=0))
     if top != h["max_level"] or levels[h["entry_point"]] != top:
         raise ModelDirError(f"{where}: max level {h['max_level']} and entry point {h['entry_point']} (level "
