@@ -60,7 +60,7 @@ class Inspector:
         if isinstance(index, str) and index not in ("exact", "manifest"):
             raise ValueError(f"index must be 'exact', 'manifest' or a NeighbourIndex, got {index!r}")
         self.model_dir = Path(model_dir)
-        model = open_model_dir(self.model_dir, device, index="exact" if index == "exact" else "manifest",
+        model = open_model_dir(self.model_dir, device, index="manifest" if index in (None, "manifest") else "exact",
                                require_threshold=require_threshold)
         self.manifest = m = model.manifest
         self.preprocessor = m.preprocessor

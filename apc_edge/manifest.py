@@ -116,7 +116,10 @@ class ScoringSpec:
 
 @dataclass(frozen=True)
 class ThresholdSpec:
-    """Raw-score threshold and the normalization range: finite, ``norm_lo < value < norm_hi``, ``value > 0``."""
+    """Raw-score threshold and the normalization range: finite, ``norm_lo <= value < norm_hi``, ``value > 0``.
+
+    ``norm_lo == value`` is what one held-out image gives (its score is both); the normalizer stays monotone.
+    """
 
     value: float
     norm_lo: float
@@ -183,7 +186,7 @@ def check_file_name(name: object, key: str, where: str) -> str:
         raise ModelDirError(f"{where}: {key} must be a non-empty file name, got {_show(name)}")
     if (len(name) > MAX_NAME_CHARS or name in (".", "..") or any(c in name for c in "/\\:\0")
             or name != name.strip() or name == MANIFEST_NAME):
-        raise ModelDirError(f"{where}: {key} {_show(name)} is not a plain file name: names with path separators, "
+        raise ModelDirError(f"{where}: {key} {_show(name, MAX_NAME_CHARS)} is not a plain file name: names with path separators, "
                             f"'..', drive letters or absolute paths could reach outside the model dir "
                             f"(and {MANIFEST_NAME} cannot list itself)")
     return name
@@ -236,12 +239,12 @@ def parse_manifest(raw: object, path: str | Path, threshold_required: bool = Tru
 
 
 def parse_threshold(block: object, where: str, limit: float | None = None) -> ThresholdSpec:
-    """The ``threshold`` block: ``0 < value``, ``norm_lo < value < norm_hi``, all finite and, given ``limit``
+    """The ``threshold`` block: ``0 < value``, ``norm_lo <= value < norm_hi``, all finite and, given ``limit``
     (see :func:`apc_edge.model_dir.threshold_limit`), of magnitude below it."""
     b = _Block(block, "threshold", where)
     try:
         value = b.number("value", 0.0, limit, open_lo=True, open_hi=limit is not None)
-        lo = b.number("norm_lo", -limit if limit is not None else None, value, open_hi=True)
+        lo = b.number("norm_lo", -limit if limit is not None else None, value)
         hi = b.number("norm_hi", value, limit, open_lo=True)
     except ModelDirError as exc:
         raise ModelDirError(f"{exc}{'' if limit is None else f' ({LIMIT_RULE})'}; set a sound threshold with "

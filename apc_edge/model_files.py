@@ -74,6 +74,8 @@ def _read_checked(model_dir: Path, name: str, expected: str, keep: bool) -> byte
                     h.update(block)
     except OSError as exc:               # includes ELOOP: replaced by a link after the lstat
         raise ModelDirError(f"cannot read {path}: {exc}") from None
+    except MemoryError:
+        raise ModelDirError(f"{path} ({st.st_size} bytes) does not fit in memory") from None
     actual = h.hexdigest()
     if actual != expected:
         raise ModelDirError(f"{path} was altered: sha256 {actual[:16]}... does not match the manifest's "

@@ -64,6 +64,7 @@ def calibrate(args) -> dict:
     inspector = Inspector(args.model_dir, device=args.device, require_threshold=False)
     m = inspector.manifest
     training = m.get("training", {})
+    training = training if isinstance(training, dict) else {}
     goods = [] if args.no_holdout else training_images(training, args.data)[1]
     n_holdout = len(goods)
     goods += collect_images(args.good)

@@ -150,10 +150,18 @@ def test_unsound_threshold_value(onnx, value):
 
 
 @pytest.mark.parametrize("key, value", [("norm_lo", 1e9), ("norm_hi", 0.0), ("norm_hi", float("nan")),
-                                        ("norm_lo", -1e308)])
+                                        ("norm_lo", -1e308), ("norm_lo", float("-inf"))])
 def test_inconsistent_normalization(onnx, key, value):
     edit(onnx, lambda m: m["threshold"].update({key: value}))
     refused(onnx, rf"threshold\.{key} must be a finite number in ")
+
+
+def test_one_held_out_image_normalization_loads(onnx, frames):
+    """norm_lo == value is what one held-out good image gives: degenerate, but the verdict stays consistent."""
+    edit(onnx, lambda m: m["threshold"].update(norm_lo=m["threshold"]["value"]))
+    inspector = Inspector(onnx)
+    r = inspector.check(frames[0])
+    assert (r.score >= 0.5) == r.is_anomalous
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0, 1e308])
