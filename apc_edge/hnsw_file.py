@@ -39,7 +39,6 @@ HEADER_FIELDS = ("offset_level0", "max_elements", "count", "size_data_per_elemen
 ID_BYTES = 4          # tableint
 LIST_HEADER = 4       # linklistsizeint: a 16-bit count, then the deleted mark
 LABEL_BYTES = 8       # labeltype (size_t)
-DELETED_MARK = 0x01
 MAX_LEVEL = 64        # levels are -ln(U) / ln(M): even at M = 2 and 10^9 elements, about 30
 
 
@@ -63,10 +62,7 @@ def check_index(data: bytes | bytearray, rows: int, dim: int, M: int | None, whe
     _check_upper(uppers, levels, h, where)
     labels = _labels(level0, h, rows, where)
     if bank is not None:
-        vectors = np.ascontiguousarray(level0[:, h["offset_data"]:h["offset_data"] + 4 * dim]).view("<u4")
-        if not np.array_equal(vectors, np.ascontiguousarray(bank, np.float32).view(np.uint32)[labels]):
-            raise ModelDirError(f"{where} was not built from this memory bank: the vectors it stores differ from "
-                                f"the bank's rows (one of the two files was changed); re-export the model dir")
+        _check_vectors(level0, h["offset_data"], labels, bank, where)
     top = int(levels.max(initial=0))
     if top != h["max_level"] or levels[h["entry_point"]] != top:
         raise ModelDirError(f"{where}: max level {h['max_level']} and entry point {h['entry_point']} (level "
@@ -169,6 +165,18 @@ def _check_lists(counts: np.ndarray, ids: np.ndarray, cap: int, n: int, what: st
     if bad.any():
         raise ModelDirError(f"{where}: a {what} link list names neighbour {int(ids[bad].max())}, but the index "
                             f"holds {n} elements")
+
+
+def _check_vectors(level0: np.ndarray, offset: int, labels: np.ndarray, bank: np.ndarray, where: str,
+                   chunk: int = 8192) -> None:
+    """Each stored vector equals its bank row bit for bit (in chunks: the bank may be large)."""
+    bits = np.ascontiguousarray(bank, np.float32).view(np.uint32)
+    width = 4 * bank.shape[1]
+    for start in range(0, len(labels), chunk):
+        stored = np.ascontiguousarray(level0[start:start + chunk, offset:offset + width]).view("<u4")
+        if not np.array_equal(stored, bits[labels[start:start + chunk]]):
+            raise ModelDirError(f"{where} was not built from this memory bank: the vectors it stores differ from "
+                                f"the bank's rows (one of the two files was changed); re-export the model dir")
 
 
 def _labels(level0: np.ndarray, h: dict, rows: int, where: str) -> np.ndarray:

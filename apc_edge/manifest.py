@@ -186,9 +186,9 @@ def check_file_name(name: object, key: str, where: str) -> str:
         raise ModelDirError(f"{where}: {key} must be a non-empty file name, got {_show(name)}")
     if (len(name) > MAX_NAME_CHARS or name in (".", "..") or any(c in name for c in "/\\:\0")
             or name != name.strip() or name == MANIFEST_NAME):
-        raise ModelDirError(f"{where}: {key} {_show(name, MAX_NAME_CHARS)} is not a plain file name: names with path separators, "
-                            f"'..', drive letters or absolute paths could reach outside the model dir "
-                            f"(and {MANIFEST_NAME} cannot list itself)")
+        raise ModelDirError(f"{where}: {key} {_show(name, MAX_NAME_CHARS)} is not a plain file name: names with "
+                            f"path separators, '..', drive letters or absolute paths could reach outside the model "
+                            f"dir (and {MANIFEST_NAME} cannot list itself)")
     return name
 
 
@@ -240,7 +240,7 @@ def parse_manifest(raw: object, path: str | Path, threshold_required: bool = Tru
 
 def parse_threshold(block: object, where: str, limit: float | None = None) -> ThresholdSpec:
     """The ``threshold`` block: ``0 < value``, ``norm_lo <= value < norm_hi``, all finite and, given ``limit``
-    (see :func:`apc_edge.model_dir.threshold_limit`), of magnitude below it."""
+    (see :func:`threshold_limit`), of magnitude below it."""
     b = _Block(block, "threshold", where)
     try:
         value = b.number("value", 0.0, limit, open_lo=True, open_hi=limit is not None)
@@ -287,7 +287,8 @@ def write_manifest(model_dir: str | Path, manifest: dict, rehash: bool = True) -
     manifest["format"] = FORMAT_NAME
     manifest["format_version"] = FORMAT_VERSION
     if rehash:
-        names = [check_file_name(name, "files", str(model_dir / MANIFEST_NAME)) for name in manifest.get("files", ())]
+        where = str(model_dir / MANIFEST_NAME)
+        names = [check_file_name(name, "files", where) for name in manifest.get("files", ())]
         manifest["files"] = {name: sha256_file(model_dir / name) for name in sorted(names)}
     path = model_dir / MANIFEST_NAME
     parse_manifest(manifest, path)

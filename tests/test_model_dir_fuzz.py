@@ -1,8 +1,9 @@
 """Fuzz: no byte pattern in a model dir may crash the process or score silently wrong.
 
 Each case corrupts one file of a real exported model dir (OpenVINO, ONNX, ONNX +
-HNSW) by bit flips, truncation, random overwrites, extension or targeted header
-and link-list values, recomputes the sha256 in the manifest (as a buggy tool or
+HNSW) by bit flips, truncation, random overwrites, extension, targeted header
+and link-list values, or (manifest.json) one JSON value replaced by an odd one
+(wrong type, extreme, NaN, a path), recomputes the sha256 in the manifest (as a buggy tool or
 an attacker would, with ``write_manifest``) and, in a subprocess, loads the dir
 and checks two frames. Every case must end as one of:
 
@@ -14,7 +15,7 @@ and checks two frames. Every case must end as one of:
 never a signal, a hang or another exception. Cases run in batches, one worker
 subprocess each; a batch that dies or hangs is rerun one case per subprocess to
 name the culprit. ``APC_FUZZ_CASES`` (default 200) and ``APC_FUZZ_SEED`` set the
-run; ``pytest -s`` prints the counts.
+run; ``pytest -s`` prints the counts; ``APC_FUZZ_DUMP=FILE`` writes every case and its outcome.
 
 Example::
 
@@ -55,7 +56,7 @@ def make_cases(n: int, seed: int) -> list[dict]:
     cases = []
     for i in range(n):
         kind, name, _ = TARGETS[rng.choice(len(TARGETS), p=weights / weights.sum())]
-        mutations = MUTATIONS + (("links", "links") if name == "index.hnsw" else ())
+        mutations = MUTATIONS + {"index.hnsw": ("links", "links"), "manifest.json": ("field",) * 4}.get(name, ())
         cases.append({"id": i, "dir": kind, "file": name, "mutation": str(rng.choice(mutations)),
                       "seed": int(rng.integers(2 ** 31))})
     return cases
@@ -83,7 +84,28 @@ def mutate(data: bytes, case: dict) -> bytes:
         b = _header_mutation(b, case["file"], rng)
     elif kind == "links":
         b = _link_mutation(b, rng)
+    elif kind == "field":
+        b = _field_mutation(b, rng)
     return bytes(b)
+
+
+ODD_VALUES = [None, True, False, 0, -1, 1, 2 ** 63, 10 ** 30, 1e308, -1e308, float("nan"), float("inf"), 0.5, -0.0,
+              "", "x", "../outside", "/abs", [], [0], [1, 2, 3], [-5, 60000], {}, {"a": 1}]
+
+
+def _field_mutation(b: bytearray, rng) -> bytearray:
+    """Replace one value anywhere in the manifest's JSON by an odd one (wrong type, extreme, NaN, path)."""
+    root = json.loads(bytes(b))
+    slots, todo = [], [root]
+    while todo:
+        node = todo.pop()
+        for key in (node if isinstance(node, dict) else range(len(node))):
+            slots.append((node, key))
+            if isinstance(node[key], (dict, list)):
+                todo.append(node[key])
+    node, key = slots[int(rng.integers(len(slots)))]
+    node[key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+    return bytearray(json.dumps(root).encode())
 
 
 def _extreme(rng, old: int, bits: int) -> int:
@@ -266,8 +288,9 @@ def test_model_dir_fuzz(model_dir_openvino, model_dir_onnx, model_dir_hnsw, synt
         print(f"  scored cases: largest relative score change {max(deviation)[0]:.3g} "
               f"({max(deviation)[1]}); unchanged scores in {sum(d < 1e-6 for d, _ in deviation)} of {len(deviation)}")
     record_property("model_dir_fuzz", json.dumps(summary))
-    if os.environ.get("APC_FUZZ_DUMP"):
-        Path(os.environ["APC_FUZZ_DUMP"]).write_text("\n".join(json.dumps({**by_id[i], **r}) for i, r in sorted(results.items())) + "\n")
+    if os.environ.get("APC_FUZZ_DUMP"):             # every case and its outcome, one JSON line each
+        Path(os.environ["APC_FUZZ_DUMP"]).write_text(
+            "".join(json.dumps({**by_id[i], **r}) + "\n" for i, r in sorted(results.items())))
     assert len(results) == len(cases)
     assert not failures, "\n".join(failures[:20])
     assert counts["refused"] > 0 and counts["scored"] > 0      # the corruptions reach both ends

@@ -69,7 +69,8 @@ def hnsw(model_dir_hnsw, tmp_path):
 @pytest.fixture(scope="module")
 def frames(synthetic_category):
     test = synthetic_category / "test"
-    return [load_image(p) for p in sorted((test / "good").glob("*.png"))[:2] + sorted((test / "spot").glob("*.png"))[:2]]
+    paths = sorted((test / "good").glob("*.png"))[:2] + sorted((test / "spot").glob("*.png"))[:2]
+    return [load_image(p) for p in paths]
 
 
 # -- the bank ---------------------------------------------------------------------------------------------------
