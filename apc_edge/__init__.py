@@ -8,6 +8,7 @@ Example::
 """
 from .inspector import Inspector, Result
 from .manifest import ModelDirError
+from .scoring import ScoreError
 
-__all__ = ["Inspector", "Result", "ModelDirError"]
+__all__ = ["Inspector", "Result", "ModelDirError", "ScoreError"]
 __version__ = "0.1.0"

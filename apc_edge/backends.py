@@ -2,12 +2,15 @@
 
 The graph holds only the backbone and patch aggregation; the memory bank stays
 outside (see :mod:`apc_edge.index`). A backend is chosen from the model dir's
-``graph.format``: ``openvino`` (``.xml``/``.bin``) or ``onnx``.
+``graph.format``: ``openvino`` (``.xml``/``.bin``) or ``onnx``. In a model dir
+the graph is built from the bytes that were verified against the manifest: the
+IR from memory, the ONNX file (and its external data) from a private copy.
 
 Example::
 
-    backend = open_backend(Path("models/bottle"), manifest, device="CPU")
+    backend = open_backend(manifest.graph, verified_bytes, model_dir, device="CPU")
     emb = backend.run(x)              # (1, D, h, w) float32
+    OpenVINOBackend.from_bytes(xml_bytes, bin_bytes, "backbone.xml")   # or OpenVINOBackend(path) for your own file
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import ModelDirError
+from .manifest import GraphSpec, ModelDirError
+from .model_files import private_copy
 
 
 class Backend(ABC):
@@ -43,7 +47,8 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, xml_path: Path, device: str = "CPU", precision: str = "fp32", num_requests: int = 1):
+    def __init__(self, xml_path: Path, device: str = "CPU", precision: str = "fp32", num_requests: int = 1,
+                 model=None):
         import openvino as ov
 
         self.device = device.upper()
@@ -54,8 +59,8 @@ class OpenVINOBackend(Backend):
         if self.device == "CPU" and precision in ("fp32", "fp16", "int8"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
-            model = core.read_model(str(xml_path))
-            self.compiled = core.compile_model(model, self.device, config)
+            self.model = model if model is not None else core.read_model(str(xml_path))
+            self.compiled = core.compile_model(self.model, self.device, config)
         except RuntimeError as exc:
             raise ModelDirError(f"OpenVINO could not load {xml_path} on device {self.device}: {exc}") from None
         self.compile_config = dict(config)
@@ -65,6 +70,24 @@ class OpenVINOBackend(Backend):
             self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         else:
             self.inference_precision = "device default"
+
+    @classmethod
+    def from_bytes(cls, xml: bytes | bytearray, weights: bytes | bytearray, xml_path: Path, device: str = "CPU",
+                   precision: str = "fp32") -> "OpenVINOBackend":
+        """Build from an IR's bytes (``xml_path`` names it in messages); nothing else is read."""
+        import openvino as ov
+
+        try:
+            text = bytes(xml).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelDirError(f"{xml_path} is not an OpenVINO IR: not UTF-8 XML") from None
+        if not text.lstrip("\ufeff \t\r\n").startswith("<?xml"):
+            raise ModelDirError(f"{xml_path} is not an OpenVINO IR: it does not start with an XML declaration")
+        try:
+            model = ov.Core().read_model(text, ov.Tensor(np.frombuffer(weights, np.uint8)))
+        except RuntimeError as exc:
+            raise ModelDirError(f"OpenVINO could not read {xml_path}: {exc}") from None
+        return cls(xml_path, device, precision, model=model)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         request = getattr(self._local, "request", None)
@@ -82,12 +105,13 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: str = "CPU", precision: str = "fp32", threads: int = 0):
+    def __init__(self, onnx_path: Path, device: str = "CPU", precision: str = "fp32", threads: int = 0,
+                 shown_as: Path | None = None):
         import onnxruntime as ort
 
         self.device = device.upper()
         self.precision = precision
-        self.path = Path(onnx_path)
+        self.path = Path(shown_as or onnx_path)     # the name messages use (a model dir's file, not its copy)
         providers = ["CPUExecutionProvider"]
         if self.device in ("GPU", "CUDA"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -101,21 +125,18 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelDirError(f"ONNX Runtime could not load {onnx_path}: {exc}") from None
+            raise ModelDirError(f"ONNX Runtime could not load {self.path}: {exc}") from None
         self._input = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: x})[0]
 
 
-def open_backend(model_dir: Path, manifest: dict, device: str = "CPU") -> Backend:
-    """Pick and load the backend named by the manifest's ``graph`` block."""
-    graph = manifest["graph"]
-    fmt = graph.get("format")
-    path = Path(model_dir) / graph["file"]
-    precision = graph.get("precision", "fp32")
-    if fmt == "openvino":
-        return OpenVINOBackend(path, device, precision)
-    if fmt == "onnx":
-        return OnnxRuntimeBackend(path, device, precision)
-    raise ModelDirError(f"unknown graph format {fmt!r} in manifest (expected 'openvino' or 'onnx')")
+def open_backend(graph: GraphSpec, blobs: dict, model_dir: Path, device: str = "CPU") -> Backend:
+    """Build the backend the manifest's ``graph`` block names from the verified bytes ``blobs`` (name -> bytes)."""
+    path = Path(model_dir) / graph.file
+    if graph.format == "openvino":
+        return OpenVINOBackend.from_bytes(blobs[graph.file], blobs[graph.weights], path, device, graph.precision)
+    # ONNX Runtime resolves external data beside the model file: a private dir holds the verified files only
+    with private_copy({name: blobs[name] for name in graph.files}) as tmp:
+        return OnnxRuntimeBackend(tmp / graph.file, device, graph.precision, shown_as=path)

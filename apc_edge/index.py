@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .hnsw_file import check_index
+from .model_files import private_copy
+
 
 class NeighbourIndex(ABC):
     """k-nearest-neighbour search returning Euclidean distances and bank row ids."""
@@ -153,21 +156,30 @@ class HnswIndex(NeighbourIndex):
 
     @classmethod
     def load(cls, path: str | Path, dim: int, size: int, ef: int = 64, threads: int = -1) -> "HnswIndex":
-        """Load ``path`` and check it holds ``size`` vectors of dimension ``dim``; ``ValueError`` if not."""
-        import hnswlib
+        """Load ``path`` and check it holds ``size`` vectors of dimension ``dim``; ``ValueError`` if not.
 
+        The file is checked by :func:`apc_edge.hnsw_file.check_index` before hnswlib reads it.
+        """
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"HNSW index file {path} is missing")
+        data = path.read_bytes()
+        check_index(data, size, dim, None, str(path))
+        return cls.from_bytes(data, dim, ef=ef, threads=threads)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray, dim: int, ef: int = 64, threads: int = -1) -> "HnswIndex":
+        """Load an index from the bytes of its file, already checked by :func:`apc_edge.hnsw_file.check_index`
+        (hnswlib reads only files: it reads a private copy of these bytes)."""
+        import hnswlib
+
         index = hnswlib.Index(space="l2", dim=int(dim))
-        try:
-            index.load_index(str(path), max_elements=0)
-        except RuntimeError as exc:
-            raise ValueError(f"cannot read HNSW index {path}: {exc}") from None
-        loaded = cls(index, ef=ef, threads=threads)
-        if loaded.size != size:
-            raise ValueError(f"HNSW index {path} holds {loaded.size} vectors but the memory bank has {size}")
-        return loaded
+        with private_copy({"index.hnsw": data}) as tmp:
+            try:
+                index.load_index(str(tmp / "index.hnsw"), max_elements=0)
+            except RuntimeError as exc:
+                raise ValueError(f"hnswlib cannot read the index: {exc}") from None
+        return cls(index, ef=ef, threads=threads)
 
     def save(self, path: str | Path) -> None:
         self._index.save_index(str(path))
@@ -183,3 +195,4 @@ class HnswIndex(NeighbourIndex):
         ids, d2 = self._index.knn_query(q, k=k, num_threads=self.threads)
         # 'l2' space returns squared distances
         return np.sqrt(np.maximum(d2, 0.0)), ids.astype(np.int64)
+

@@ -3,8 +3,8 @@
 Example::
 
     from apc_edge import Inspector
-    inspector = Inspector("models/bottle")            # verifies hashes, loads OpenVINO or ONNX Runtime
-    result = inspector.check(frame)                   # frame: uint8 HxW or HxWx3 BGR
+    inspector = Inspector("models/bottle")            # checks the model dir (ModelDirError), loads the graph
+    result = inspector.check(frame)                   # frame: uint8 HxW or HxWx3 BGR; ScoreError if not finite
     if result.is_anomalous:
         print(result.score, result.timings)
     inspector.threshold = 1.2 * inspector.threshold   # runtime override, no re-export
@@ -12,17 +12,19 @@ Example::
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, open_backend
-from .index import ExactIndex, HnswIndex, NeighbourIndex
-from .manifest import ModelDirError, load_array, load_manifest
-from .preprocess import Preprocessor, validate_frame
-from .scoring import ScoreNormalizer, refine_top_patches, region_patches, score_neighbours, smooth_map
+from .backends import Backend
+from .index import ExactIndex, NeighbourIndex
+from .model_dir import open_model_dir
+from .preprocess import validate_frame
+from .scoring import (ScoreError, ScoreNormalizer, refine_top_patches, region_patches, score_neighbours,
+                      smooth_map)
 
 
 @dataclass
@@ -54,70 +56,46 @@ class Inspector:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "CPU", threshold: float | None = None,
-                 index: NeighbourIndex | str | None = None):
-        self.model_dir = Path(model_dir)
-        self.manifest = load_manifest(self.model_dir)
-        m = self.manifest
-        try:
-            self.preprocessor = Preprocessor.from_dict(m["preprocess"])
-            self.patch_grid = tuple(int(v) for v in m["patch_grid"])
-            self.embedding_dim = int(m["embedding_dim"])
-            self.num_neighbours = int(m["scoring"]["num_neighbours"])
-            self.map_sigma = float(m["scoring"]["map_sigma"])
-            # pad mode: score only the cells on the part, not the canvas around it (runs since part_only)
-            self.part_only = bool(m["scoring"].get("part_only", False))
-            self._normalizer = ScoreNormalizer.from_dict(m["threshold"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelDirError(f"{self.model_dir}/manifest.json has an invalid field: {exc}") from None
-        self.bank = load_array(self.model_dir, m["memory_bank"]["file"]).astype(np.float32, copy=False)
-        if self.bank.ndim != 2 or self.bank.shape[1] != self.embedding_dim:
-            raise ModelDirError(f"memory bank shape {self.bank.shape} does not match embedding_dim "
-                                f"{self.embedding_dim} in the manifest")
+                 index: NeighbourIndex | str | None = None, require_threshold: bool = True):
         if isinstance(index, str) and index not in ("exact", "manifest"):
             raise ValueError(f"index must be 'exact', 'manifest' or a NeighbourIndex, got {index!r}")
-        if index == "exact":
-            self.index: NeighbourIndex = ExactIndex(self.bank)
-        elif index is None or index == "manifest":
-            self.index = self._open_index()
-        else:
-            self.index = index
+        self.model_dir = Path(model_dir)
+        model = open_model_dir(self.model_dir, device, index="manifest" if index in (None, "manifest") else "exact",
+                               require_threshold=require_threshold)
+        self.manifest = m = model.manifest
+        self.preprocessor = m.preprocessor
+        self.patch_grid = m.patch_grid
+        self.embedding_dim = m.embedding_dim
+        self.num_neighbours = m.scoring.num_neighbours
+        self.map_sigma = m.scoring.map_sigma
+        # pad mode: score only the cells on the part, not the canvas around it (runs since part_only)
+        self.part_only = m.scoring.part_only
         # approximate search: the top patches are searched again exactly, so the image score is exact
-        try:
-            self.refine_top = int(self.manifest["index"].get("refine_top", 16))
-        except (TypeError, ValueError):
-            raise ModelDirError(f"{self.model_dir}/manifest.json: index.refine_top must be an integer") from None
+        self.refine_top = m.index.refine_top
+        self.bank = model.bank
+        self.index: NeighbourIndex = index if isinstance(index, NeighbourIndex) else model.index
         self._exact = ExactIndex(self.bank) if self.index.approximate else None
-        self.backend: Backend = open_backend(self.model_dir, m, device)
+        self.backend: Backend = model.backend
+        self.threshold_limit = model.threshold_limit
+        t = m.threshold
+        self._normalizer = ScoreNormalizer(t.value, t.norm_lo, t.norm_hi) if t is not None else None
         if threshold is not None:
             self.threshold = threshold
 
-    def _open_index(self) -> NeighbourIndex:
-        block = self.manifest["index"]
-        kind = block.get("type", "exact")
-        if kind == "exact":
-            return ExactIndex(self.bank)
-        if kind == "hnsw":
-            try:
-                return HnswIndex.load(self.model_dir / block["file"], dim=self.embedding_dim,
-                                      size=self.bank.shape[0], ef=int(block["ef"]))
-            except KeyError as exc:
-                raise ModelDirError(f"{self.model_dir}/manifest.json: index block lacks {exc}") from None
-            except ValueError as exc:
-                raise ModelDirError(str(exc)) from None
-        raise ModelDirError(f"index type {kind!r} in the manifest is not supported by this runtime "
-                            f"(expected 'exact' or 'hnsw')")
-
     @property
-    def threshold(self) -> float:
-        """Raw-score threshold; the normalized score is 0.5 exactly here."""
-        return self._normalizer.threshold
+    def threshold(self) -> float | None:
+        """Raw-score threshold; the normalized score is 0.5 exactly here. None only for a model dir loaded
+        with ``require_threshold=False`` whose manifest has no valid threshold (set one to score)."""
+        return self._normalizer.threshold if self._normalizer is not None else None
 
     @threshold.setter
     def threshold(self, value: float) -> None:
         value = float(value)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"threshold must be a positive finite raw score, got {value}")
-        self._normalizer = self._normalizer.with_threshold(value)
+        if not math.isfinite(value) or not 0 < value < self.threshold_limit:
+            raise ValueError(f"threshold must be a finite raw score in (0, {self.threshold_limit:.4g}) for this "
+                             f"model (10 x its bank's diameter bound), got {value}")
+        base = self._normalizer or ScoreNormalizer(value, 0.0, 2.0 * value)
+        self._normalizer = base.with_threshold(value)
 
     def normalize(self, raw_score):
         """Normalized score(s) for raw score(s) under the current threshold."""
@@ -128,15 +106,30 @@ class Inspector:
         return self.backend.run(self.preprocessor(frame))[0]
 
     def check(self, frame: np.ndarray, with_map: bool = True) -> Result:
-        """Score one frame. Raises ``ValueError`` naming the problem for a malformed frame."""
+        """Score one frame. Raises ``ValueError`` naming the problem for a malformed frame, and
+        :class:`ScoreError` (a ``ValueError``) when the score is not a finite number."""
+        if self._normalizer is None:
+            raise ScoreError(f"{self.model_dir} has no valid threshold ({self.manifest.threshold_problem}); "
+                             f"set Inspector.threshold or calibrate with apc-calibrate")
+        raw, amap, timings = self._score(frame, with_map)
+        return Result(score=float(self._normalizer(raw)), raw_score=raw, is_anomalous=raw >= self.threshold,
+                      threshold=self.threshold, anomaly_map=amap, timings=timings)
+
+    def raw_score(self, frame: np.ndarray) -> float:
+        """The PatchCore Eq. 7 score of one frame, without a verdict (what calibration needs)."""
+        return self._score(frame, with_map=False)[0]
+
+    def _score(self, frame: np.ndarray, with_map: bool) -> tuple[float, np.ndarray | None, dict]:
         t0 = time.perf_counter()
         validate_frame(frame)
         x = self.preprocessor(frame)
         t1 = time.perf_counter()
         emb = self.backend.run(x)[0]
         if emb.shape != (self.embedding_dim, *self.patch_grid):
-            raise ModelDirError(f"graph output shape {emb.shape} does not match the manifest "
-                                f"({self.embedding_dim}, {self.patch_grid[0]}, {self.patch_grid[1]})")
+            raise ScoreError(f"graph output shape {emb.shape} does not match the manifest "
+                             f"({self.embedding_dim}, {self.patch_grid[0]}, {self.patch_grid[1]})")
+        if not np.isfinite(emb).all():
+            raise ScoreError("the graph output NaN or inf for this frame: no score, no verdict")
         t2 = time.perf_counter()
         region = self.preprocessor.patch_region(frame.shape, self.patch_grid) if self.part_only else None
         patches, cells = region_patches(emb, region)
@@ -147,15 +140,15 @@ class Inspector:
         t3 = time.perf_counter()
         scores = score_neighbours(patches, dist, ids, self.patch_grid, self.index, self.bank, self.num_neighbours,
                                   cells)
+        raw = float(scores.image_score)
+        if not math.isfinite(raw):
+            raise ScoreError(f"the image score is {raw} (patch distances overflowed or are undefined): no verdict")
         t4 = time.perf_counter()
         amap = None
         if with_map:
             small = smooth_map(scores.patch_map, self.preprocessor.input_hw, self.map_sigma)
             amap = self.preprocessor.map_to_frame(small, frame.shape)
         t5 = time.perf_counter()
-        raw = scores.image_score
         ms = lambda a, b: (b - a) * 1e3  # noqa: E731
-        return Result(score=float(self._normalizer(raw)), raw_score=raw, is_anomalous=raw >= self.threshold,
-                      threshold=self.threshold, anomaly_map=amap,
-                      timings={"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "search": ms(t2, t3),
-                               "scoring": ms(t3, t4), "map": ms(t4, t5), "total": ms(t0, t5)})
+        return raw, amap, {"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "search": ms(t2, t3),
+                           "scoring": ms(t3, t4), "map": ms(t4, t5), "total": ms(t0, t5)}

@@ -19,6 +19,10 @@ import numpy as np
 from .index import ExactIndex, NeighbourIndex
 
 
+class ScoreError(ValueError):
+    """A score could not be computed as a finite number (NaN or inf): no verdict may rest on it."""
+
+
 @dataclass
 class PatchScores:
     image_score: float       # Eq. 7 reweighted score of the most anomalous patch

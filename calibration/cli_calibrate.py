@@ -2,8 +2,11 @@
 
 Scores the run's held-out good images (``DATA/train/good``, never in the memory
 bank) and any ``--good``/``--anomalies`` images through the runtime, picks the
-threshold and rewrites the manifest's ``threshold`` block (file hashes stay
-valid: only ``manifest.json`` changes). ``--dry-run`` only reports.
+threshold and rewrites the manifest's ``threshold`` block (only ``manifest.json``
+changes; the file digests verified at load are kept, never recomputed). The new
+block passes the runtime's load-time check before it is written. A model dir
+whose threshold is missing or unsound loads here, so that it can get one.
+``--dry-run`` only reports.
 
 Examples::
 
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from apc_edge import Inspector
 from apc_edge.cli import args as A
-from apc_edge.manifest import ModelDirError, write_manifest
+from apc_edge.manifest import ModelDirError, parse_threshold, write_manifest
 from apc_edge.preprocess import load_image
 from apc_edge.progress import Progress
 
@@ -65,14 +68,17 @@ def score_paths(inspector: Inspector, paths: list[Path], label: str) -> list[flo
     out = []
     with Progress(len(paths), label) as bar:
         for p in paths:
-            out.append(inspector.check(load_image(p), with_map=False).raw_score)
+            out.append(inspector.raw_score(load_image(p)))
             bar.update(1)
     return out
 
 
 def calibrate(args) -> dict:
-    inspector = Inspector(args.model_dir, device=args.device)
-    training = inspector.manifest.get("training", {})
+    # a model dir whose threshold is missing or unsound still loads here: calibrating is how it gets one
+    inspector = Inspector(args.model_dir, device=args.device, require_threshold=False)
+    m = inspector.manifest
+    training = m.get("training", {})
+    training = training if isinstance(training, dict) else {}
     goods = [] if args.no_holdout else training_images(training, args.data)[1]
     n_holdout = len(goods)
     goods += collect_images(args.good)
@@ -92,10 +98,11 @@ def calibrate(args) -> dict:
             block["achieved"]["recall"] = float(sum(s >= block["value"] for s in bad_scores) / len(bad_scores))
     block = stamp(block, images={"held_out_good": n_holdout, "extra_good": len(goods) - n_holdout,
                                  "anomalies": len(anomalies)},
-                  index=inspector.manifest["index"].get("type", "exact"),
-                  precision=inspector.manifest["graph"].get("precision", "fp32"))
-    return {"block": block, "previous": inspector.manifest["threshold"], "manifest": inspector.manifest,
-            "good_scores": good_scores, "anomaly_scores": bad_scores}
+                  index=m.index.type, precision=m.graph.precision)
+    # the same check the runtime makes at load, before anything is written
+    parse_threshold(block, f"{m.path} (new threshold block)", inspector.threshold_limit)
+    return {"block": block, "previous": m.get("threshold"), "previous_problem": m.threshold_problem,
+            "manifest": m.raw, "good_scores": good_scores, "anomaly_scores": bad_scores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         manifest = dict(out["manifest"])
         manifest["threshold"] = block
-        write_manifest(args.model_dir, manifest)
+        write_manifest(args.model_dir, manifest, rehash=False)      # the digests verified at load
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps({"threshold": block, "good_scores": out["good_scores"],
@@ -119,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     a = block["achieved"]
     target = (f"target false alarms {block['target_false_alarm']}" if "target_false_alarm" in block else
               f"target recall {block['target_recall']}" if "target_recall" in block else "best F1")
-    print(f"apc-calibrate: threshold {block['value']:.4f} ({block['method']}, {target}); was {prev['value']:.4f} "
-          f"({prev.get('method', '?')})")
+    was = (f"was {prev['value']:.4f} ({prev.get('method', '?')})" if out["previous_problem"] is None else
+           f"was unusable: {out['previous_problem']}")
+    print(f"apc-calibrate: threshold {block['value']:.4f} ({block['method']}, {target}); {was}")
     line = f"apc-calibrate: on {a['n_good']} good images false alarms {a['false_alarm_rate']:.4f}"
     if "recall" in a:
         line += f"; on {a.get('n_anomalous', len(out['anomaly_scores']))} anomalies recall {a['recall']:.4f}"

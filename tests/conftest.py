@@ -93,6 +93,18 @@ def frames_dir(synthetic_category, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_dir_hnsw(trained_run, tmp_path_factory) -> Path:
+    """An ONNX model dir with an HNSW index (``index.hnsw``)."""
+    from apc_edge.export.hnsw_build import HnswTargets
+    from apc_edge.export.model_export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "hnsw"
+    export_model(trained_run, out, options=ExportOptions(target="onnx", index="hnsw",
+                                                         hnsw=HnswTargets(min_recall=0.9, max_score_change=0.01)))
+    return out
+
+
+@pytest.fixture(scope="session")
 def real_data():
     """``real_data("bottle")`` -> path of a real category, or skip with a clear message."""
     return real_category

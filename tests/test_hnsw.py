@@ -8,7 +8,6 @@ import pytest
 from apc_edge import Inspector, ModelDirError
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.export.hnsw_build import HnswTargets, choose_index
-from apc_edge.export.model_export import ExportOptions, export_model
 from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
 from apc_edge.preprocess import load_image
 from apc_edge.scoring import refine_top_patches
@@ -72,14 +71,6 @@ def test_refinement_makes_the_maximum_exact():
     assert d.max() == pytest.approx(ref_d.max(), rel=1e-5)
     assert int(np.argmax(d)) == int(np.argmax(ref_d[:, 0]))
     assert 4 <= n < 200                     # doubled until certain, without searching everything
-
-
-@pytest.fixture(scope="module")
-def model_dir_hnsw(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "hnsw"
-    export_model(trained_run, out, options=ExportOptions(target="onnx", index="hnsw",
-                                                         hnsw=HnswTargets(min_recall=0.9, max_score_change=0.01)))
-    return out
 
 
 def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from apc_edge import Inspector, ModelDirError
-from apc_edge.manifest import load_manifest
+from apc_edge.model_dir import load_manifest
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from apc_edge import Inspector
 from apc_edge.calibration.cli_calibrate import main as calibrate_main
 from apc_edge.calibration.thresholds import anomaly_threshold, good_only_threshold, normalization_range
-from apc_edge.manifest import load_manifest
+from apc_edge.model_dir import load_manifest
 from apc_edge.preprocess import load_image
 from apc_edge.scoring import ScoreNormalizer
 

@@ -119,7 +119,7 @@ def backbone_throughput(inspector: Inspector, frames, n: int, threads: int) -> d
         import openvino as ov
 
         config = {**backend.compile_config, "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = backend.core.compile_model(backend.core.read_model(str(backend.path)), backend.device, config)
+        compiled = backend.core.compile_model(backend.model, backend.device, config)   # the verified graph
         queue = ov.AsyncInferQueue(compiled, 0)
         for i in range(len(queue)):                    # warm up every request
             queue.start_async({0: xs[i % len(xs)]})
@@ -152,8 +152,8 @@ def run_bench(args) -> dict:
     threads = args.threads or max(2, os.cpu_count() or 2)
     result = {
         "model_dir": str(args.model_dir),
-        "model": {"backbone": m["backbone"].get("name"), "graph_format": m["graph"]["format"],
-                  "precision": m["graph"].get("precision", "fp32"), "index": inspector.index.name,
+        "model": {"backbone": m.get("backbone", {}).get("name"), "graph_format": m.graph.format,
+                  "precision": m.graph.precision, "index": inspector.index.name,
                   "bank": [int(inspector.bank.shape[0]), int(inspector.bank.shape[1])],
                   "input_hw": list(inspector.preprocessor.input_hw), "patch_grid": list(inspector.patch_grid)},
         "backend": inspector.backend.describe(),
