@@ -49,7 +49,7 @@ class TrainConfig:
     patch_size: int = 3
     aggregation_padding: str = "zeros"    # "zeros": zero padding counted at the border (PatchCore reference); "valid"
     dim: int | None = None                # channel reduction; None keeps all channels
-    resize: tuple[int, int] = (224, 224)
+    resize: tuple[int, int] = (256, 256)       # model input (H, W); 256 as anomalib: +0.013 PRO on bottle over 224
     crop: tuple[int, int] | None = None
     resize_mode: str = "stretch"          # "pad": fixed pixel scale on a `resize` canvas (frames of varying size)
     scale: float = 1.0                    # pixel scale factor in pad mode

@@ -478,11 +478,13 @@ def test_apc_inspect_logs_a_non_finite_score_as_error(onnx, synthetic_category, 
     scale_graph_output(onnx, 1e20)
     out = tmp_path / "out"
     folder = synthetic_category / "test" / "spot"
-    assert main([str(onnx), "--folder", str(folder), "--out", str(out), "-q"]) == 0
+    # exit 3: frames were met and none could be judged (never a silent "0 errors", exit 0)
+    assert main([str(onnx), "--folder", str(folder), "--out", str(out), "-q"]) == 3
     records = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
     judged = [r for r in records if r.get("file")]
     assert len(judged) == len(list(folder.glob("*.png"))) > 0
-    assert all(r["verdict"] == "ERROR" and "image score is inf" in r["error"] for r in judged)
+    assert all(r["verdict"] == "ERROR" and r["error_kind"] == "score" and "image score is inf" in r["error"]
+               for r in judged)
     assert not any(r.get("verdict") in ("OK", "NG") for r in records)
 
 
