@@ -448,3 +448,28 @@ def test_camera_replays_real_images(emu, tmp_path):
         frames = [cam.read() for _ in range(len(files))]
     for frame, ref, f in zip(frames, expected, files):
         assert np.array_equal(frame.image, ref), f"{f.name} not replayed exactly"
+
+
+def test_folder_source_reads_files_as_training_and_evaluation_do(tmp_path, model_dir_openvino, synthetic_category):
+    """One image reader: a 12-bit image in a 16-bit PNG, a BGRA PNG and a mono PNG reach the Inspector
+    from the folder source exactly as ``load_image`` (training, apc-eval) gives them, so they score the same."""
+    import cv2
+    import numpy as np
+
+    from apc_edge import Inspector
+    from apc_edge.preprocess import load_image
+    from apc_edge.sources import FolderSource
+
+    src = sorted((synthetic_category / "test" / "spot").glob("*.png"))[0]
+    bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    cv2.imwrite(str(tmp_path / "a_16bit.png"), (bgr.astype(np.uint16) * 16))            # 12-bit values
+    cv2.imwrite(str(tmp_path / "b_bgra.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(tmp_path / "c_mono.png"), cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    inspector = Inspector(model_dir_openvino)
+    with FolderSource(tmp_path) as source:
+        frames = {f.name: f.image for f in source}
+    assert sorted(frames) == ["a_16bit.png", "b_bgra.png", "c_mono.png"]
+    for name, frame in frames.items():
+        expected = load_image(tmp_path / name)
+        np.testing.assert_array_equal(frame, expected)
+        assert inspector.check(frame).raw_score == inspector.check(expected).raw_score

@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
-
+from ..preprocess import load_image
 from .base import OUTPUT_FORMATS, Frame, FrameSource, SourceError, to_output_format
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,10 @@ class FolderSource(FrameSource):
                 self._delivered_this_pass = 0
             path = self.files[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR)
+            try:
+                image = load_image(path)          # the one image reader: training, evaluation and this source
+            except ValueError:
+                image = None
             if image is None:
                 self._stats["errors"] += 1
                 self._pending_skip += 1
