@@ -128,18 +128,14 @@ def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarr
     the image being scored, which scores a bank image as if it had been left out.
     """
     patches, cells = region_patches(embedding, region)
-    if exclude is not None:
-        if index.approximate:
-            raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
-        dist, ids = index.search(patches, k=1, exclude=exclude)
-        return score_neighbours(patches, dist[:, 0], ids[:, 0], embedding.shape[1:], index, bank, num_neighbours,
-                                cells, exclude)
-    dist, ids = index.search(patches, k=1)
+    if exclude is not None and index.approximate:
+        raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
+    dist, ids = index.search(patches, k=1) if exclude is None else index.search(patches, k=1, exclude=exclude)
     dist, ids = dist[:, 0], ids[:, 0]
     if index.approximate:
         exact = exact if exact is not None else ExactIndex(bank)
         dist, ids, _ = refine_top_patches(patches, dist, ids, exact, refine_top)
-    return score_neighbours(patches, dist, ids, embedding.shape[1:], index, bank, num_neighbours, cells)
+    return score_neighbours(patches, dist, ids, embedding.shape[1:], index, bank, num_neighbours, cells, exclude)
 
 
 def smooth_map(patch_map: np.ndarray, input_hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:

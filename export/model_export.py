@@ -36,7 +36,7 @@ from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
 from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
-from .patchcore import load_bank, load_run, threshold_block
+from .patchcore import load_bank, load_run, own_rows, threshold_block
 from .quantize import INT8_RANGES, quantize_onnx, quantize_openvino
 
 TARGETS = ("openvino", "onnx")
@@ -283,14 +283,6 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def own_rows(ids: np.ndarray | None, images: list[int], grid) -> list[np.ndarray]:
-    """For each bank image position in ``images``: the bank rows it contributed (``ids``: flat patch index per row)."""
-    if not images:
-        return []
-    row_image = np.asarray(ids) // (int(grid[0]) * int(grid[1]))
-    return [np.flatnonzero(row_image == j) for j in images]
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,

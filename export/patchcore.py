@@ -123,15 +123,21 @@ def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, g
     without holding any image out of the bank.
     """
     per_image = grid[0] * grid[1]
-    row_image = np.asarray(ids) // per_image
     index = ExactIndex(bank)
     regions = regions if regions is not None else [None] * len(images)
     scores = []
-    for i, region in zip(images, regions):
+    for i, region, own in zip(images, regions, own_rows(ids, images, grid)):
         emb = feats[i * per_image:(i + 1) * per_image].T.reshape(-1, *grid)
-        own = np.flatnonzero(row_image == i)
         scores.append(score_embedding(emb, index, bank, num_neighbours, region=region, exclude=own).image_score)
     return scores
+
+
+def own_rows(ids: np.ndarray | None, images: list[int], grid) -> list[np.ndarray]:
+    """For each bank image position in ``images``: the bank rows it contributed (``ids``: flat patch index per row)."""
+    if not images:
+        return []
+    row_image = np.asarray(ids) // (int(grid[0]) * int(grid[1]))
+    return [np.flatnonzero(row_image == j) for j in images]
 
 
 def threshold_image_sample(n_images: int, limit: int, seed: int) -> list[int]:
