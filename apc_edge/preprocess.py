@@ -223,7 +223,7 @@ class Preprocessor:
 
 
 def patch_regions(pre: Preprocessor, paths, grid: tuple[int, int], part_only: bool) -> list:
-    """``pre.patch_region`` of each image file (``None`` for each unless ``part_only`` in pad mode).
+    """``pre.patch_region`` of each image file or array (``None`` for each unless ``part_only`` in pad mode).
 
     Example::
 
@@ -231,5 +231,5 @@ def patch_regions(pre: Preprocessor, paths, grid: tuple[int, int], part_only: bo
     """
     if not part_only or pre.mode != "pad":
         return [None] * len(paths)
-    return [pre.patch_region(load_image(p).shape, grid) for p in paths]
+    return [pre.patch_region((p if isinstance(p, np.ndarray) else load_image(p)).shape, grid) for p in paths]
 

@@ -74,8 +74,10 @@ def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, gri
                      cells: np.ndarray | None = None, exclude: np.ndarray | None = None) -> PatchScores:
     """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,).
 
-    ``cells``: the flat grid cells the patches came from (default: all, in order); the map holds the
-    lowest scored distance everywhere else.
+    ``cells``: the flat grid cells the patches came from (default: all, in order). Elsewhere the map holds
+    the nearest scored cell's distance when the cells form a rectangle (pad mode's part: its edge is
+    extended outwards, so the map's blur does not dilute defects on the part's border), else the
+    lowest scored distance.
     """
     worst = int(np.argmax(dist))
     s_star = float(dist[worst])
@@ -85,8 +87,19 @@ def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, gri
     else:
         patch_map = np.full(int(np.prod(grid)), dist.min(), np.float32)
         patch_map[cells] = dist
-        patch_map = patch_map.reshape(grid)
+        patch_map = _extend_rectangle(patch_map.reshape(grid), cells)
     return PatchScores(image_score=weight * s_star, max_patch_score=s_star, patch_map=patch_map)
+
+
+def _extend_rectangle(patch_map: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """``patch_map`` with the cells outside the rectangle ``cells`` covers set to its nearest edge cell."""
+    h, w = patch_map.shape
+    rows, cols = np.divmod(np.asarray(cells), w)
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+    if cells.size != (r1 - r0 + 1) * (c1 - c0 + 1):
+        return patch_map
+    inner = np.ascontiguousarray(patch_map[r0:r1 + 1, c0:c1 + 1])
+    return cv2.copyMakeBorder(inner, r0, h - 1 - r1, c0, w - 1 - c1, cv2.BORDER_REPLICATE)
 
 
 def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, exact: NeighbourIndex,

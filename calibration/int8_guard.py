@@ -25,6 +25,7 @@ from apc_edge.preprocess import Preprocessor, load_image
 from apc_edge.scoring import score_embedding
 
 from .agreement import patch_cosines, rank_agreement
+from .metrics import auroc
 
 
 MIN_RANK_IMAGES = 10
@@ -42,6 +43,7 @@ class GuardTolerance:
     min_spearman: float = 0.8       # image-score rank correlation over all guard images (enforced from
                                     # MIN_RANK_IMAGES images on: a handful of similar good scores rank at random)
     max_score_change: float = 0.25  # largest image-score change, relative to max(score, FP32 threshold)
+    max_auroc_drop: float = 0.003   # goods-vs-anomalies image AUROC, FP32 minus compressed
 
     def validate(self) -> "GuardTolerance":
         if not -1.0 <= self.min_cosine <= 1.0:
@@ -50,6 +52,8 @@ class GuardTolerance:
             raise ValueError(f"--int8-min-spearman must be in [-1, 1], got {self.min_spearman}")
         if self.max_score_change < 0:
             raise ValueError(f"--int8-max-score-change must be >= 0, got {self.max_score_change}")
+        if not 0 <= self.max_auroc_drop <= 1:
+            raise ValueError(f"--int8-max-auroc-drop must be in [0, 1], got {self.max_auroc_drop}")
         return self
 
 
@@ -63,14 +67,15 @@ class Pipeline:
     num_neighbours: int = 9
 
 
-def embed_images(backend: Backend, pre: Preprocessor, paths: list[Path]) -> list[np.ndarray]:
-    """One (D, h, w) embedding per image."""
-    return [backend.run(pre(load_image(p)))[0] for p in paths]
+def embed_images(backend: Backend, pre: Preprocessor, images: list) -> list[np.ndarray]:
+    """One (D, h, w) embedding per image (a file path or a uint8 array as ``load_image`` returns)."""
+    return [backend.run(pre(p if isinstance(p, np.ndarray) else load_image(p)))[0] for p in images]
 
 
-def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list[Path],
+def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list,
                       n_good: int | None = None, threshold: float | None = None,
-                      regions: list | None = None, excludes: list | None = None) -> tuple[dict, list[np.ndarray]]:
+                      regions: list | None = None, excludes: list | None = None,
+                      n_anomalies: int = 0, anomaly_source: str = "") -> tuple[dict, list[np.ndarray]]:
     """Agreement report of ``test`` vs ``ref`` on ``paths`` and ``test``'s embeddings of them.
 
     ``regions`` (one per path, or ``None``): the patch cells that are scored (pad mode: the part); cosines
@@ -81,7 +86,11 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
     ``n_good``: how many of ``paths`` (the first ones) are held-out good images;
     their scores are also reported separately. ``threshold`` (the reference
     model's): score changes are relative to ``max(score, threshold)``, the scale
-    on which a change can flip a verdict.
+    on which a change can flip a verdict. ``n_anomalies``: how many images right after the goods are
+    anomalies (``anomaly_source`` says which kind); the goods-vs-anomalies image AUROC of both
+    pipelines is then reported, which is where clipped defect activations show.
+
+    ``paths`` may hold file paths or uint8 image arrays (synthetic anomalies).
     """
     if not paths:
         raise QuantizationGuardError("the accuracy guard has no images: the run names no good images to "
@@ -98,7 +107,8 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
               for e, r, x in zip(test_emb, regions, excludes)]
     n_good = len(paths) if n_good is None else n_good
     report = {
-        "n_images": len(paths), "n_held_out_good": n_good, "n_extra": len(paths) - n_good,
+        "n_images": len(paths), "n_held_out_good": n_good, "n_anomalies": n_anomalies,
+        "n_extra": len(paths) - n_good - n_anomalies,
         "embedding_cosine": {"mean": float(cos.mean()), "min": float(cos.min()),
                              "p01": float(np.quantile(cos, 0.01))},
         "image_scores": rank_agreement(s_ref, s_test, threshold),
@@ -110,6 +120,12 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
     if threshold:
         flips = [i for i, (a, c) in enumerate(zip(s_ref, s_test)) if (a >= threshold) != (c >= threshold)]
         report["verdict_flips_at_fp32_threshold"] = len(flips)
+    if n_anomalies and n_good:
+        labels = [0] * n_good + [1] * n_anomalies
+        a_ref = auroc(labels, s_ref[:n_good + n_anomalies])
+        a_test = auroc(labels, s_test[:n_good + n_anomalies])
+        report["anomaly_auroc"] = {"reference": a_ref, "compressed": a_test, "drop": a_ref - a_test,
+                                   "n_good": n_good, "n_anomalies": n_anomalies, "anomalies": anomaly_source}
     report["spearman_enforced"] = len(paths) >= MIN_RANK_IMAGES
     report["scores"] = {"reference": [round(float(s), 6) for s in s_ref],
                         "compressed": [round(float(s), 6) for s in s_test]}
@@ -135,6 +151,11 @@ def guard_failures(report: dict, tol: GuardTolerance) -> list[str]:
         out.append(f"largest image-score change on {on_goods['n_images']} held-out good images {change:.4f} "
                    f"(relative to {report.get('score_change_relative_to')}) > --int8-max-score-change "
                    f"{tol.max_score_change}")
+    auc = report.get("anomaly_auroc")
+    if auc and auc["drop"] > tol.max_auroc_drop:
+        out.append(f"goods-vs-anomalies image AUROC fell from {auc['reference']:.4f} (FP32) to {auc['compressed']:.4f} "
+                   f"on {auc['n_good']} goods and {auc['n_anomalies']} {auc['anomalies']} anomalies (drop "
+                   f"{auc['drop']:.4f} > --int8-max-auroc-drop {tol.max_auroc_drop})")
     return out
 
 

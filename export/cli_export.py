@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from apc_edge.cli import args as A
+
 from apc_edge.calibration.int8_guard import GuardTolerance
 
 from .hnsw_build import INDEX_MODES, HnswTargets
@@ -19,7 +21,7 @@ from .quantize import INT8_RANGES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="apc-export", description="Export a training run dir to a model dir.")
+    p = A.ArgumentParser(prog="apc-export", description="Export a training run dir to a model dir.")
     p.add_argument("run_dir")
     p.add_argument("--target", choices=TARGETS, default="openvino")
     p.add_argument("--out", required=True, help="model dir to write")
@@ -28,11 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     prec.add_argument("--int8", action="store_true", help="INT8 graph: NNCF (openvino) or ONNX Runtime QDQ (onnx)")
     prec.add_argument("--fp16", action="store_true", help="FP16-compressed IR weights (openvino only)")
     p.add_argument("--data", help="training data dir (default: the one recorded in the run's run.json)")
-    p.add_argument("--calibration-images", type=int, default=None,
+    p.add_argument("--calibration-images", type=A.positive_int, default=None,
                    help="INT8 calibration images drawn from the bank images (default: min(300, all))")
     p.add_argument("--guard-images", nargs="+", default=[], metavar="PATH",
                    help="extra images or folders (e.g. known anomalies) for the accuracy guard and HNSW sweep, "
                         "besides the run's held-out good images")
+    p.add_argument("--guard-anomalies", nargs="+", default=[], metavar="PATH",
+                   help="real anomalies (images or folders) for the accuracy guard's goods-vs-anomalies AUROC "
+                        "(default: an AnomalousPatchCore run's few-shot anomalies, else --guard-synthetic)")
+    p.add_argument("--guard-synthetic", type=A.non_negative_int, default=ExportOptions.guard_synthetic, metavar="N",
+                   help="CutPaste anomalies made from the training goods when no real ones are known; 0: none "
+                        "(default %(default)s)")
+    p.add_argument("--no-int8-fallback", action="store_true",
+                   help="refuse at once when the INT8 guard fails instead of trying the other NNCF presets and "
+                        "activation ranges")
     p.add_argument("--int8-preset", choices=INT8_PRESETS, default="performance",
                    help="NNCF preset for --target openvino: performance (symmetric activations) or mixed "
                         "(asymmetric activations) (default %(default)s)")
@@ -41,20 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "calibration image's min/max) or max (min/max over all; clips defects less) "
                         "(default %(default)s)")
     g = GuardTolerance()
-    p.add_argument("--int8-min-cosine", type=float, default=g.min_cosine,
+    p.add_argument("--int8-min-cosine", type=A.float_range(-1.0, 1.0), default=g.min_cosine,
                    help="guard: least mean per-patch embedding cosine vs FP32 (default %(default)s)")
-    p.add_argument("--int8-min-spearman", type=float, default=g.min_spearman,
+    p.add_argument("--int8-min-spearman", type=A.float_range(-1.0, 1.0), default=g.min_spearman,
                    help="guard: least image-score rank correlation vs FP32 (default %(default)s)")
-    p.add_argument("--int8-max-score-change", type=float, default=g.max_score_change,
+    p.add_argument("--int8-max-score-change", type=A.non_negative_float, default=g.max_score_change,
                    help="guard: largest image-score change on the held-out goods, relative to max(score, FP32 "
                         "threshold) (default %(default)s)")
+    p.add_argument("--int8-max-auroc-drop", type=A.float_range(0.0, 1.0), default=g.max_auroc_drop,
+                   help="guard: largest fall of the goods-vs-anomalies image AUROC vs FP32 (default %(default)s)")
     p.add_argument("--index", choices=INDEX_MODES, default="auto",
                    help=f"nearest-neighbour index; auto: exact below {AUTO_EXACT_BELOW} bank rows, else HNSW "
                         f"only where measured faster and accurate enough (default %(default)s)")
     h = HnswTargets()
-    p.add_argument("--hnsw-min-recall", type=float, default=h.min_recall,
+    p.add_argument("--hnsw-min-recall", type=A.float_range(0.0, 1.0), default=h.min_recall,
                    help="HNSW sweep: least recall@1 vs exact on held-out patches (default %(default)s)")
-    p.add_argument("--hnsw-max-score-change", type=float, default=h.max_score_change,
+    p.add_argument("--hnsw-max-score-change", type=A.non_negative_float, default=h.max_score_change,
                    help="HNSW sweep: largest relative image-score change vs exact (default %(default)s)")
     p.add_argument("--bank-dtype", choices=BANK_DTYPES, default="float32",
                    help="storage of memory_bank.npy (float16 halves it; searched as float32)")
@@ -62,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = A.parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     opts = ExportOptions(
         target=args.target, precision="int8" if args.int8 else "fp16" if args.fp16 else "fp32", index=args.index,
         data_dir=args.data, calibration_images=args.calibration_images, guard_images=args.guard_images,
-        guard=GuardTolerance(args.int8_min_cosine, args.int8_min_spearman, args.int8_max_score_change),
+        guard=GuardTolerance(args.int8_min_cosine, args.int8_min_spearman, args.int8_max_score_change,
+                             args.int8_max_auroc_drop),
+        guard_anomalies=args.guard_anomalies, guard_synthetic=args.guard_synthetic,
+        int8_fallback=not args.no_int8_fallback,
         hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype,
         int8_preset=args.int8_preset, int8_ranges=args.int8_ranges)
     try:
@@ -86,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{guard['embedding_cosine']['mean']:.4f} min {guard['embedding_cosine']['min']:.4f}; image scores "
               f"Spearman {sc.get('spearman', float('nan')):.4f} Kendall {sc.get('kendall', float('nan')):.4f} "
               f"max change {sc['max_rel_change']:.4f}")
+        auc = guard.get("anomaly_auroc")
+        if auc:
+            print(f"apc-export: guard goods-vs-anomalies image AUROC FP32 {auc['reference']:.4f}, "
+                  f"{g['precision'].upper()} {auc['compressed']:.4f} ({auc['n_good']} goods, {auc['n_anomalies']} "
+                  f"{auc['anomalies']} anomalies)")
+        for a in q.get("attempts", [])[:-1]:
+            print(f"apc-export: guard failed with {a['method']}, tried the next setting: {'; '.join(a['problems'])}")
     idx = manifest["index"]
     if idx["type"] == "hnsw":
         m = idx["measured"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from apc_edge.cli import args as A
+
 from .apc import cli as apc_cli
 from .apc import fit_apc
 from .backbones import BACKBONE_NAMES, BackboneError
@@ -20,48 +22,63 @@ from .patchcore import TrainConfig, fit_patchcore
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good.")
+    p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good.")
     p.add_argument("data_dir", help="MVTec-layout category: train/good, test/<type>, ground_truth/<type>")
     p.add_argument("--out", required=True, help="run dir to write (run.json, backbone.pt, memory_bank.npy)")
     p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONE_NAMES)
     p.add_argument("--weights", default=None,
                    help="checkpoint file (torchvision or MoCo v3 layout), or 'random'; default: packaged ImageNet")
-    p.add_argument("--coreset-ratio", type=float, default=TrainConfig.coreset_ratio)
-    p.add_argument("--dim", type=int, default=None, help="reduce patch embeddings to this many channels")
-    p.add_argument("--resize", type=int, nargs=2, default=list(TrainConfig.resize), metavar=("H", "W"))
-    p.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--resize-mode", choices=("stretch", "pad"), default="stretch",
-                   help="stretch: resize every image to --resize; pad: scale by --scale and centre on a --resize "
-                        "canvas (for data sets whose image sizes vary)")
-    p.add_argument("--scale", type=float, default=1.0, help="pixel scale factor in --resize-mode pad")
-    p.add_argument("--holdout", type=float, default=TrainConfig.holdout,
+    p.add_argument("--coreset-ratio", type=A.float_range(0.0, 1.0, low_open=True), default=TrainConfig.coreset_ratio,
+                   help="share of the training patches kept in the memory bank (default %(default)s)")
+    p.add_argument("--dim", type=A.positive_int, default=None, help="reduce patch embeddings to this many channels")
+    p.add_argument("--resize", type=A.int_range(MIN_INPUT_SIDE, MAX_INPUT_SIDE), nargs=2, default=None, metavar=("H", "W"),
+                   help="model input size (default: chosen from the training image sizes, see --resize-mode)")
+    p.add_argument("--crop", type=A.int_range(MIN_INPUT_SIDE, MAX_INPUT_SIDE), nargs=2, default=None,
+                   metavar=("H", "W"), help="centre crop after --resize (stretch mode)")
+    p.add_argument("--resize-mode", choices=("auto", "stretch", "pad"), default="auto",
+                   help="auto (default): stretch with the aspect ratio kept when every training image has one size, "
+                        "pad when sizes vary, at most 512x512 pixels; stretch: resize every image to --resize; pad: "
+                        "scale by --scale and centre on a --resize canvas")
+    p.add_argument("--scale", type=A.float_range(0.01, 10.0), default=None,
+                   help="pixel scale factor in --resize-mode pad (default: chosen from the training image sizes)")
+    p.add_argument("--holdout", type=A.float_range(0.0, 1.0, high_open=True), default=TrainConfig.holdout,
                    help="share of train/good kept out of the memory bank to set the threshold (default 0: every "
                         "good image goes into the bank and the threshold comes from leave-one-out scores)")
-    p.add_argument("--max-false-alarm", type=float, default=TrainConfig.max_false_alarm,
+    p.add_argument("--max-false-alarm", type=A.float_range(0.0, 1.0, low_open=True, high_open=True),
+                   default=TrainConfig.max_false_alarm,
                    help="threshold target: share of the training goods' leave-one-out scores allowed above it "
                         "(default %(default)s)")
     p.add_argument("--aggregation-padding", choices=("zeros", "valid"), default=TrainConfig.aggregation_padding,
                    help="3x3 patch averaging at the image border: zeros counted (PatchCore reference; default) "
                         "or only the cells inside the image")
-    p.add_argument("--neighbours", type=int, default=TrainConfig.num_neighbours, help="b of PatchCore Eq. 7")
-    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="holdout split and few-shot anomaly choice")
+    p.add_argument("--neighbours", type=A.positive_int, default=TrainConfig.num_neighbours,
+                   help="b of PatchCore Eq. 7 (default %(default)s)")
+    p.add_argument("--seed", type=A.non_negative_int, default=TrainConfig.seed,
+                   help="holdout split and few-shot anomaly choice")
     apc_cli.add_apc_arguments(p)
     return p
 
 
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 32, 4096
+
+
+def _combination_problem(args) -> str | None:
+    if args.crop and args.resize and (args.crop[0] > args.resize[0] or args.crop[1] > args.resize[1]):
+        return f"--crop {args.crop[0]} {args.crop[1]} is larger than --resize {args.resize[0]} {args.resize[1]}"
+    if args.crop and args.resize_mode == "pad":
+        return "--crop applies to stretch mode only, not --resize-mode pad"
+    if args.scale is not None and args.resize_mode != "pad":
+        return "--scale applies to --resize-mode pad only"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not 0 <= args.holdout < 1:
-        print(f"apc-train: --holdout must be in [0, 1), got {args.holdout}", file=sys.stderr)
-        return 2
-    if not 0 < args.max_false_alarm < 1:
-        print(f"apc-train: --max-false-alarm must be in (0, 1), got {args.max_false_alarm}", file=sys.stderr)
-        return 2
-    if not 0 < args.coreset_ratio <= 1:
-        print(f"apc-train: --coreset-ratio must be in (0, 1], got {args.coreset_ratio}", file=sys.stderr)
-        return 2
+    args = A.parse(build_parser(), argv, check=_combination_problem)
+    if isinstance(args, int):
+        return args
     cfg = TrainConfig(backbone=args.backbone, weights=args.weights, coreset_ratio=args.coreset_ratio,
-                      dim=args.dim, resize=tuple(args.resize), crop=tuple(args.crop) if args.crop else None,
+                      dim=args.dim, resize=tuple(args.resize) if args.resize else None,
+                      crop=tuple(args.crop) if args.crop else None,
                       resize_mode=args.resize_mode, scale=args.scale,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed,
                       max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding)
@@ -81,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     source = (f"{th['n_images']} held-out goods" if th["method"] == "max_holdout_good" else
               f"{th['n_images']} bank images scored leave-one-out, {100 * th['implied_false_alarm']:.1f} % of them "
               f"above it (target {100 * th['target_false_alarm']:.1f} %)")
+    plan = info["config"].get("input_plan") or {}
+    print(f"apc-train: input {'x'.join(str(v) for v in info['preprocess']['resize'])} "
+          f"({info['preprocess']['mode']}): {plan.get('reason', 'as configured')}")
     print(f"apc-train: {tr['category']}: {tr['n_bank_images']} bank images, {tr['n_patches']} patches -> "
           f"coreset {tr['bank_size']} x {info['embedding_dim']}; threshold {th['value']:.4f} from {source}")
     s = tr["seconds"]

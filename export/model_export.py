@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from apc_edge.preprocess import patch_regions
 from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
+from .guard_anomalies import cutpaste_anomalies
 from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
 from .patchcore import load_bank, load_run, own_rows, threshold_block
 from .quantize import INT8_RANGES, quantize_onnx, quantize_openvino
@@ -58,6 +59,9 @@ class ExportOptions:
     data_dir: str | None = None               # default: the run's training.data_dir
     calibration_images: int | None = None     # INT8 calibration set size; None: min(300, all bank images)
     guard_images: list[str] = field(default_factory=list)   # extra images (e.g. anomalies) for guard and sweep
+    guard_anomalies: list[str] = field(default_factory=list)  # real anomalies (files/folders) for the INT8 guard
+    guard_synthetic: int = 30                 # CutPaste anomalies made from the goods when no real ones are known
+    int8_fallback: bool = True                # on a failed guard, try the other NNCF presets/ranges before refusing
     guard: GuardTolerance = field(default_factory=GuardTolerance)
     hnsw: HnswTargets = field(default_factory=HnswTargets)
     bank_dtype: str = "float32"
@@ -75,6 +79,8 @@ class ExportOptions:
         if self.int8_ranges not in INT8_RANGES:
             raise ValueError(f"unknown INT8 activation ranges {self.int8_ranges!r}; "
                              f"choose one of {', '.join(INT8_RANGES)}")
+        if self.guard_synthetic < 0:
+            raise ValueError(f"--guard-synthetic must be >= 0, got {self.guard_synthetic}")
         if self.precision == "fp16" and self.target != "openvino":
             raise ValueError("--fp16 applies to --target openvino (FP16-compressed IR); ONNX exports FP32 or INT8")
         self.guard.validate()
@@ -178,39 +184,60 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             data_note = f"no held-out images to measure on ({exc})"
         extra = collect_images(opts.guard_images)
     calib = calibration_subset(bank_paths, opts.calibration_images, opts.seed) if opts.precision == "int8" else []
+    anomalies, anomaly_source = (guard_anomaly_set(info, opts, bank_paths) if compressed and bank_paths
+                                 else ([], ""))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
-        final = _backend(opts.target, tmp / main_file, opts.precision)
         goods = held + [bank_paths[j] for j in loo]
-        eval_paths = goods + extra
-        regions = patch_regions(pre, eval_paths, grid, bool(info["scoring"].get("part_only", False)))
+        part_only = bool(info["scoring"].get("part_only", False))
+        regions = patch_regions(pre, goods + extra, grid, part_only)
         ids = coreset_patch_ids(run_dir, bank, bank_paths) if (compressed or loo) else None
         excludes = [None] * len(held) + own_rows(ids, loo, grid) + [None] * len(extra)
         threshold = info["threshold"]
         final_bank = bank
         if compressed:
-            t1 = time.perf_counter()
-            final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
-            report, embeddings = compare_pipelines(
-                Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
-                Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, eval_paths, n_good=len(goods),
-                threshold=float(info["threshold"]["value"]), regions=regions, excludes=excludes)
-            problems = guard_failures(report, opts.guard)
+            # the guard scores goods, then anomalies, then the extra images; only goods and extras go on
+            guard_set = goods + anomalies + extra
+            guard_regions = regions[:len(goods)] + patch_regions(pre, anomalies, grid, part_only) + regions[len(goods):]
+            guard_excludes = excludes[:len(goods)] + [None] * len(anomalies) + excludes[len(goods):]
+            attempts = []
+            for attempt_opts in _int8_attempts(opts):
+                main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
+                final = _backend(opts.target, tmp / main_file, opts.precision)
+                t1 = time.perf_counter()
+                final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
+                report, guard_embeddings = compare_pipelines(
+                    Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
+                    Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
+                    threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
+                    n_anomalies=len(anomalies), anomaly_source=anomaly_source)
+                problems = guard_failures(report, opts.guard)
+                attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
+                                 "anomaly_auroc": report.get("anomaly_auroc")})
+                if not problems:
+                    break
             quant.update({"precision": opts.precision,
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
                                           "seed": opts.seed} if calib else None,
                           "bank": f"re-embedded with the {opts.precision} graph (same {len(ids)} coreset patches)",
                           "bank_seconds": round(time.perf_counter() - t1, 1),
-                          "guard": report, "tolerance": asdict(opts.guard), "passed": not problems})
+                          "guard": report, "tolerance": asdict(opts.guard), "passed": not problems,
+                          "attempts": attempts})
             if problems:
+                tried = "; ".join(f"[{a['method']}] " + ", ".join(a["problems"]) for a in attempts)
                 raise QuantizationGuardError(
                     f"{opts.precision.upper()} accuracy guard failed on {report['n_images']} images "
-                    f"({report['n_held_out_good']} held-out good, {report['n_extra']} --guard-images): "
-                    + "; ".join(problems) + f". No model dir written ({out_dir} left as it was).")
+                    f"({report['n_held_out_good']} goods, {len(anomalies)} {anomaly_source} anomalies, "
+                    f"{len(extra)} --guard-images) in each of {len(attempts)} quantization setting(s): {tried}. "
+                    f"No model dir written ({out_dir} left as it was); export FP32 (drop --int8) or loosen the "
+                    f"tolerances named.")
+            embeddings = guard_embeddings[:len(goods)] + guard_embeddings[len(goods) + len(anomalies):]
         else:
+            main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
+            final = _backend(opts.target, tmp / main_file, opts.precision)
+            eval_paths = goods + extra
             embeddings = embed_images(final, pre, eval_paths) if needs_images and eval_paths else []
         for p in tmp.iterdir():               # only the final graph stays
             if p.name not in files:
@@ -283,6 +310,32 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -> tuple[list, str]:
+    """Anomalies the INT8 guard scores, and what they are: ``--guard-anomalies``, else the few real
+    anomalies an AnomalousPatchCore run was fine-tuned with, else CutPaste made from the bank images."""
+    if opts.guard_anomalies:
+        return collect_images(opts.guard_anomalies), "real (--guard-anomalies)"
+    keys = (info.get("few_shot_anomalies") or {}).get("images") or []
+    test_dir = Path(opts.data_dir or info["training"]["data_dir"]) / "test"
+    real = [test_dir / k for k in keys]
+    if real and all(p.is_file() for p in real):
+        return real, "real (the run's few-shot anomalies)"
+    if opts.guard_synthetic and len(bank_paths) >= 2:
+        return cutpaste_anomalies(bank_paths, opts.guard_synthetic, opts.seed), "synthetic CutPaste"
+    return [], ""
+
+
+def _int8_attempts(opts: ExportOptions) -> list[ExportOptions]:
+    """The quantization settings to try in order: the one asked for, then (OpenVINO INT8 with fallback on)
+    the other NNCF presets and activation ranges, the wider ``max`` ranges clipping defects less."""
+    first = [opts]
+    if opts.precision != "int8" or opts.target != "openvino" or not opts.int8_fallback:
+        return first
+    others = [(p, r) for r in ("mean", "max") for p in ("performance", "mixed")
+              if (p, r) != (opts.int8_preset, opts.int8_ranges)]
+    return first + [replace(opts, int8_preset=p, int8_ranges=r) for p, r in others]
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,

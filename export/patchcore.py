@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -31,6 +31,7 @@ from apc_edge.scoring import score_embedding
 from .backbones import build_backbone
 from .coreset import greedy_coreset
 from .embedder import PatchEmbedder
+from .input_plan import image_sizes, plan_input
 from apc_edge.progress import Progress
 
 RUN_INFO = "run.json"
@@ -49,10 +50,10 @@ class TrainConfig:
     patch_size: int = 3
     aggregation_padding: str = "zeros"    # "zeros": zero padding counted at the border (PatchCore reference); "valid"
     dim: int | None = None                # channel reduction; None keeps all channels
-    resize: tuple[int, int] = (256, 256)       # model input (H, W); 256 as anomalib: +0.013 PRO on bottle over 224
+    resize: tuple[int, int] | None = None  # model input (H, W); None: chosen from the training images (input_plan)
     crop: tuple[int, int] | None = None
-    resize_mode: str = "stretch"          # "pad": fixed pixel scale on a `resize` canvas (frames of varying size)
-    scale: float = 1.0                    # pixel scale factor in pad mode
+    resize_mode: str = "auto"             # "auto": chosen from the training image sizes; "stretch"; "pad"
+    scale: float | None = None            # pixel scale factor in pad mode; None: chosen from the training images
     coreset_ratio: float = 0.1
     projection_dim: int = 128
     num_neighbours: int = 9
@@ -64,6 +65,33 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 8
     exclude: list[str] = field(default_factory=list)  # extra provenance, e.g. few-shot anomalies used
+    input_plan: dict | None = None        # what resolve_input decided and why (filled in by training)
+
+
+def resolve_input(cfg: TrainConfig, paths: list[Path]) -> TrainConfig:
+    """``cfg`` with its model input settled: what the user gave is kept, the rest is planned from the sizes
+    of ``paths`` (:func:`input_plan.plan_input`). An explicit ``resize`` without a mode means stretch.
+
+    Example::
+
+        cfg = resolve_input(TrainConfig(), goods)    # e.g. stretch 512x512 for 900x900 images
+    """
+    if cfg.resize_mode not in ("auto", "stretch", "pad"):
+        raise ValueError(f"resize_mode must be 'auto', 'stretch' or 'pad', got {cfg.resize_mode!r}")
+    if cfg.input_plan is not None:
+        return cfg
+    mode = cfg.resize_mode if cfg.resize_mode != "auto" else ("stretch" if cfg.resize or cfg.crop else None)
+    if mode == "stretch" and cfg.resize:
+        return replace(cfg, resize_mode="stretch", scale=1.0,
+                       input_plan={"mode": "stretch", "resize": list(cfg.resize), "reason": "given by the user"})
+    if mode == "pad" and cfg.resize and cfg.scale:
+        return replace(cfg, input_plan={"mode": "pad", "resize": list(cfg.resize), "scale": cfg.scale,
+                                        "reason": "given by the user"})
+    plan = plan_input(image_sizes(paths), mode, cfg.scale if mode == "pad" else None)
+    resize = tuple(cfg.resize) if mode == "pad" and cfg.resize else plan.resize
+    scale = plan.scale if plan.mode == "pad" else 1.0
+    return replace(cfg, resize_mode=plan.mode, resize=resize, scale=scale,
+                   input_plan={**plan.to_dict(), "resize": list(resize), "scale": round(scale, 4)})
 
 
 def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
@@ -140,6 +168,28 @@ def own_rows(ids: np.ndarray | None, images: list[int], grid) -> list[np.ndarray
     return [np.flatnonzero(row_image == j) for j in images]
 
 
+def part_patch_rows(regions: list, grid: tuple[int, int]) -> np.ndarray | None:
+    """Flat patch indexes (image after image) of the cells inside each image's region (pad mode's part and
+    its edge ring); ``None`` when no image has a region (every cell counts)."""
+    if all(r is None for r in regions):
+        return None
+    per_image = int(grid[0]) * int(grid[1])
+    rows = [i * per_image + (np.arange(per_image) if r is None else np.flatnonzero(np.asarray(r).ravel()))
+            for i, r in enumerate(regions)]
+    return np.concatenate(rows).astype(np.int64)
+
+
+THRESHOLD_WORK = 1e10        # patch-to-bank distances the leave-one-out threshold may compute (about 40 s here)
+MIN_THRESHOLD_IMAGES = 50
+
+
+def threshold_image_limit(limit: int, queries_per_image: float, bank_rows: int) -> int:
+    """How many bank images to score leave-one-out: ``limit``, fewer when each costs much (a large input
+    and bank: ``THRESHOLD_WORK`` distances in all), but not below ``MIN_THRESHOLD_IMAGES``."""
+    affordable = int(THRESHOLD_WORK // max(1.0, queries_per_image * bank_rows))
+    return max(1, min(int(limit), max(MIN_THRESHOLD_IMAGES, affordable)))
+
+
 def threshold_image_sample(n_images: int, limit: int, seed: int) -> list[int]:
     """Which bank images are scored leave-one-out: all, or ``limit`` of them spread at random (sorted)."""
     if n_images <= limit:
@@ -165,6 +215,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     goods = data.train_good()
+    cfg = resolve_input(cfg, goods)
     if not 0 <= cfg.holdout < 1:
         raise ValueError(f"holdout must be in [0, 1), got {cfg.holdout}")
     bank_paths, holdout_paths = split_holdout(goods, cfg.holdout, cfg.seed)
@@ -184,12 +235,16 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     feats = collect_patches(embedder, pre, bank_paths, cfg.batch_size)
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed)
+    part_only = uses_part_only(cfg)
+    candidates = part_patch_rows(patch_regions(pre, bank_paths, grid, part_only), grid)
+    if candidates is None:
+        ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed)
+    else:   # pad mode: the bank holds the part's patches, not the canvas it sits on
+        ids = candidates[greedy_coreset(feats[candidates], cfg.coreset_ratio, cfg.projection_dim, cfg.seed)]
     bank = np.ascontiguousarray(feats[ids])
     t_coreset = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    part_only = uses_part_only(cfg)
     if holdout_paths:
         index = ExactIndex(bank)
         regions = patch_regions(pre, holdout_paths, grid, part_only)
@@ -197,7 +252,9 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
                        for e, r in zip(embed_paths(embedder, pre, holdout_paths, cfg.batch_size), regions)]
         threshold, scored = threshold_block(hold_scores), []
     else:
-        scored = threshold_image_sample(len(bank_paths), cfg.threshold_images, cfg.seed)
+        queries = grid[0] * grid[1] if candidates is None else candidates.size / len(bank_paths)
+        limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0])
+        scored = threshold_image_sample(len(bank_paths), limit, cfg.seed)
         hold_scores = leave_one_out_scores(feats, bank, ids, grid, scored, cfg.num_neighbours,
                                            patch_regions(pre, [bank_paths[i] for i in scored], grid, part_only))
         threshold = robust_good_threshold(hold_scores, cfg.max_false_alarm)
@@ -228,7 +285,8 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
             "n_train_good": len(goods), "n_bank_images": len(bank_paths),
             "holdout_images": [p.name for p in holdout_paths],
             "threshold_images": [bank_paths[i].name for i in scored],
-            "n_patches": len(bank_paths) * grid[0] * grid[1], "bank_size": int(bank.shape[0]),
+            "n_patches": len(bank_paths) * grid[0] * grid[1] if candidates is None else int(candidates.size),
+            "bank_size": int(bank.shape[0]),
             "coreset_ratio": cfg.coreset_ratio, "seed": cfg.seed,
             "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
                         "threshold": round(t_threshold, 2),

@@ -40,8 +40,8 @@ def test_wrong_data_folder(tmp_path, capsys):
 
 
 def test_unknown_backbone_and_bad_ratio(tmp_path, synthetic_category, capsys):
-    with pytest.raises(SystemExit):
-        train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--backbone", "vgg"])
+    assert train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--backbone", "vgg"]) == 2
+    assert "invalid choice: 'vgg'" in capsys.readouterr().err
     assert train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--coreset-ratio", "0"]) == 2
     assert "coreset-ratio" in capsys.readouterr().err
     assert train_main([str(synthetic_category), "--out", str(tmp_path / "r"), "--backbone", "resnet50"]) == 2

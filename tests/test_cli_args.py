@@ -221,3 +221,44 @@ def test_checks_accept(check, text, value):
 def test_checks_refuse_with_a_value_error(check, text):
     with pytest.raises(ValueError, match="must be"):                # usable outside argparse too
         check(text)
+
+
+TRAIN = [
+    (["--dim", "0"], "--dim must be an integer >= 1, got '0'"),
+    (["--dim", "-5"], "--dim must be an integer >= 1"),
+    (["--resize", "10", "10"], "--resize must be an integer from 32 to 4096, got '10'"),
+    (["--resize", "0", "0"], "--resize must be an integer from 32 to 4096"),
+    (["--resize", "60000", "256"], "--resize must be an integer from 32 to 4096"),
+    (["--resize-mode", "pad", "--scale", "-1"], "--scale must be a finite number >= 0.01 and <= 10"),
+    (["--scale", "0.5"], "--scale applies to --resize-mode pad only"),
+    (["--neighbours", "0"], "--neighbours must be an integer >= 1"),
+    (["--coreset-ratio", "1.5"], "--coreset-ratio must be a finite number > 0 and <= 1"),
+    (["--holdout", "1.0"], "--holdout must be a finite number >= 0 and < 1"),
+    (["--holdout", "-0.2"], "--holdout must be"),
+    (["--max-false-alarm", "0"], "--max-false-alarm must be"),
+    (["--resize", "128", "128", "--crop", "200", "200"], "--crop 200 200 is larger than --resize 128 128"),
+    (["--resize-mode", "pad", "--crop", "64", "64"], "--crop applies to stretch mode only"),
+]
+
+
+@pytest.mark.parametrize("argv, message", TRAIN, ids=[" ".join(a) for a, _ in TRAIN])
+def test_train_refuses(argv, message, places, tmp_path, capsys):
+    from apc_edge.export.cli_train import main as train_main
+
+    assert_refused(train_main, ["{data}", "--out", "{out}", *argv], message, capsys, places, tmp_path)
+
+
+EXPORT = [
+    (["--guard-synthetic", "-1"], "--guard-synthetic must be an integer >= 0"),
+    (["--calibration-images", "0"], "--calibration-images must be an integer >= 1"),
+    (["--int8-max-auroc-drop", "2"], "--int8-max-auroc-drop must be a finite number >= 0 and <= 1"),
+    (["--hnsw-min-recall", "1.5"], "--hnsw-min-recall must be a finite number >= 0 and <= 1"),
+    (["--int8-min-cosine", "nan"], "--int8-min-cosine must be a finite number"),
+]
+
+
+@pytest.mark.parametrize("argv, message", EXPORT, ids=[" ".join(a) for a, _ in EXPORT])
+def test_export_refuses(argv, message, trained_run, places, tmp_path, capsys):
+    from apc_edge.export.cli_export import main as export_main
+
+    assert_refused(export_main, [trained_run, "--out", "{out}", *argv], message, capsys, places, tmp_path)

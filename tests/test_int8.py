@@ -45,7 +45,12 @@ def test_int8_manifest_records_precision_and_guard(model_dir_int8):
     assert guard["n_extra"] == 8 and guard["spearman_enforced"]
     assert 0.9 < guard["embedding_cosine"]["mean"] <= 1.0
     assert {"spearman", "kendall", "max_rel_change"} <= set(guard["image_scores"])
-    assert q["tolerance"] == {"min_cosine": 0.97, "min_spearman": 0.8, "max_score_change": 0.25}
+    assert q["tolerance"] == {"min_cosine": 0.97, "min_spearman": 0.8, "max_score_change": 0.25,
+                              "max_auroc_drop": 0.003}
+    auc = guard["anomaly_auroc"]                       # no real anomalies named: CutPaste from the goods
+    assert auc["anomalies"] == "synthetic CutPaste" and auc["n_anomalies"] == guard["n_anomalies"] == 30
+    assert auc["drop"] == pytest.approx(auc["reference"] - auc["compressed"]) and auc["drop"] <= 0.003
+    assert [a["passed"] for a in q["attempts"]] == [True]
     assert m["threshold"]["computed_with"]["precision"] == "int8"
     assert "int8" in m["memory_bank"]["source"]
 
@@ -65,10 +70,13 @@ def test_guard_failure_writes_nothing_and_keeps_old_dir(trained_run, model_dir_o
     shutil.copytree(model_dir_openvino, old)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
     rc = export_main([str(trained_run), "--out", str(old), "--overwrite", "--int8", "--index", "exact",
-                      "--calibration-images", str(CALIB), "--int8-min-cosine", "0.999999"])
+                      "--calibration-images", str(CALIB), "--int8-min-cosine", "0.999999", "--guard-synthetic", "4"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "accuracy guard failed" in err and "No model dir written" in err
+    # every fallback setting was tried and named before the refusal
+    assert "in each of 4 quantization setting(s)" in err
+    assert err.count("--int8-min-cosine 0.999999") == 4 and "preset mixed, activation ranges max" in err
     assert "mean embedding cosine" in err and "< --int8-min-cosine 0.999999" in err
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before        # old model dir untouched
     assert [p.name for p in tmp_path.iterdir()] == ["old"]                  # no temporary dir left behind
@@ -85,9 +93,44 @@ def test_guard_failures_name_each_tolerance():
     assert "10 held-out good images 0.4000" in problems[2]
     report["image_scores"]["n_images"] = 5                                  # too few to rank: not enforced
     assert len(guard_failures(report, GuardTolerance())) == 2
+    report["anomaly_auroc"] = {"reference": 0.95, "compressed": 0.94, "drop": 0.01, "n_good": 10,
+                               "n_anomalies": 30, "anomalies": "synthetic CutPaste"}
+    problems = guard_failures(report, GuardTolerance())
+    assert "AUROC fell from 0.9500 (FP32) to 0.9400" in problems[-1] and "--int8-max-auroc-drop 0.003" in problems[-1]
+    assert len(guard_failures(report, GuardTolerance(max_auroc_drop=0.02))) == 2
+    with pytest.raises(ValueError, match="--int8-max-auroc-drop"):
+        GuardTolerance(max_auroc_drop=-0.1).validate()
     with pytest.raises(ValueError, match="--int8-min-cosine"):
         GuardTolerance(min_cosine=2).validate()
 
+
+
+def test_guard_anomalies_are_the_users_then_the_runs_then_synthetic(trained_run, synthetic_category, tmp_path):
+    from apc_edge.export.guard_anomalies import cutpaste_anomalies
+    from apc_edge.export.model_export import guard_anomaly_set
+    from apc_edge.export.patchcore import load_run
+
+    _, info, _ = load_run(trained_run)
+    bank_paths, _ = training_images(info["training"], None)
+    spots = synthetic_category / "test" / "spot"
+    real, source = guard_anomaly_set(info, ExportOptions(guard_anomalies=[str(spots)]), bank_paths)
+    assert source == "real (--guard-anomalies)" and len(real) == len(list(spots.glob("*.png")))
+    apc_info = {**info, "few_shot_anomalies": {"images": ["spot/" + real[0].name]}}
+    few, source = guard_anomaly_set(apc_info, ExportOptions(), bank_paths)
+    assert few == [real[0]] and "few-shot" in source
+    made, source = guard_anomaly_set(info, ExportOptions(guard_synthetic=5), bank_paths)
+    assert source == "synthetic CutPaste" and len(made) == 5
+    assert guard_anomaly_set(info, ExportOptions(guard_synthetic=0), bank_paths) == ([], "")
+    # each synthetic anomaly is its target good image with one pasted rectangle changed, same size and kind
+    again = cutpaste_anomalies(bank_paths, 5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(made, again))
+    goods = [load_image(p) for p in bank_paths]
+    for img in made:
+        changed = min((np.abs(img.astype(int) - g.astype(int)).reshape(*img.shape[:2], -1).max(axis=-1) > 0).mean()
+                      for g in goods if g.shape == img.shape)
+        assert 0 < changed <= 0.11
+    with pytest.raises(ValueError, match="at least 2 good images"):
+        cutpaste_anomalies(bank_paths[:1], 3)
 
 
 def test_int8_max_ranges_option(model_dir_openvino, trained_run, synthetic_category, tmp_path):

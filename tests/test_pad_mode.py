@@ -51,7 +51,7 @@ def test_int8_guard_and_hnsw_sweep_measure_the_part(pad_run, tmp_path):
     assert m["index"]["measurement"]["n_queries"] == m["index"]["measurement"]["n_images"] * region.sum()
 
 
-def test_canvas_cells_take_the_lowest_part_distance():
+def test_canvas_cells_extend_the_parts_edge_so_blur_keeps_border_defects():
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(50, 8)).astype(np.float32)
     emb = rng.normal(size=(8, 4, 6)).astype(np.float32)
@@ -59,7 +59,14 @@ def test_canvas_cells_take_the_lowest_part_distance():
     region[1:3, 2:5] = True
     scores = score_embedding(emb, ExactIndex(bank), bank, 5, region=region)
     part = scores.patch_map[region]
-    assert np.all(scores.patch_map[~region] == part.min())
+    m = scores.patch_map
+    assert np.all(m[0, 2:5] == m[1, 2:5]) and np.all(m[3, 2:5] == m[2, 2:5])     # rows above/below: edge row
+    assert np.all(m[1:3, :2] == m[1:3, 2:3]) and np.all(m[1:3, 5:] == m[1:3, 4:5])  # columns left/right
+    assert m[0, 0] == m[1, 2] and m[3, 5] == m[2, 4]                                # corners: corner cell
+    ragged = region.copy()
+    ragged[1, 2] = False                                   # not a rectangle: the rest holds the lowest distance
+    r = score_embedding(emb, ExactIndex(bank), bank, 5, region=ragged).patch_map
+    assert np.all(r[~ragged] == r[ragged].min())
     assert scores.max_patch_score == part.max()
     whole = score_embedding(emb, ExactIndex(bank), bank, 5)
     np.testing.assert_allclose(part, whole.patch_map[region], rtol=1e-6)

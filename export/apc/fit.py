@@ -25,7 +25,7 @@ import torch
 from apc_edge.calibration.dataset import MVTecCategory
 
 from ..backbones import build_backbone
-from ..patchcore import TrainConfig, fit_patchcore, make_preprocessor, split_holdout
+from ..patchcore import TrainConfig, fit_patchcore, make_preprocessor, resolve_input, split_holdout
 from .data import FewShotTrainSet
 from .model import APCModel
 from .selection import select_anomalies
@@ -40,8 +40,10 @@ def fit_apc(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, apc: AP
     data = MVTecCategory(data_dir)
     selection = select_anomalies(data, apc.anomalies, apc.seed)
     backbone = build_backbone(cfg.backbone, cfg.weights)
+    goods = data.train_good()
+    cfg = resolve_input(cfg, goods)
     pre = make_preprocessor(cfg, backbone)
-    bank_paths, _ = split_holdout(data.train_good(), cfg.holdout, cfg.seed)
+    bank_paths, _ = split_holdout(goods, cfg.holdout, cfg.seed)
     train_set = FewShotTrainSet(bank_paths, selection.samples, pre, cutpaste=apc.cutpaste, augment=apc.augment,
                                 cutpaste_share=apc.cutpaste_share)
     torch.manual_seed(apc.seed)

@@ -1,0 +1,106 @@
+"""Choose the model input from the training images' sizes: ``apc-train``'s default preprocessing.
+
+A user runs ``apc-train DATA --out RUN`` without knowing which input size suits the data, so the
+default is decided from the sizes of ``train/good`` and recorded in ``run.json`` (``input_plan``):
+
+- **One image size** (a fixed camera; every side within 2 % of the median): stretch mode, the
+  image's own aspect ratio kept, scaled so the input holds at most ``PIXEL_BUDGET`` pixels. Images
+  smaller than that keep their own scale (a defect of a few pixels stays a few pixels), and images
+  whose short side is below ``MIN_SIDE`` are enlarged to it.
+- **Sizes that vary** (cut-outs, tiles): pad mode, so texture keeps one pixel scale. The scale is
+  chosen by the same rule for the median image; the canvas covers the 95th-percentile height and
+  width at that scale (larger images are shrunk to fit it).
+
+Sides are multiples of ``SIDE_STEP`` (the stride-16 stage then tiles the input exactly).
+
+Example::
+
+    plan = plan_input([(900, 900)] * 200)
+    plan.mode, plan.resize          # ('stretch', (512, 512))
+    plan_input([(330, 290), (250, 600), (380, 200)]).mode   # 'pad'
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PIXEL_BUDGET = 512 * 512     # most pixels the model input (or the median image in pad mode) is given
+MIN_SIDE = 256               # images with a shorter side are enlarged to it
+SIDE_STEP = 32
+SAME_SIZE_TOLERANCE = 0.02   # every side within 2 % of the median: one camera, one size
+CANVAS_QUANTILE = 95
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """The preprocessing :func:`plan_input` chose, and why (``reason`` is for people)."""
+
+    mode: str                   # "stretch" or "pad"
+    resize: tuple[int, int]     # model input (height, width)
+    scale: float                # pad mode: pixel scale; stretch: the scale of the median image (for reports)
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "resize": list(self.resize), "scale": round(self.scale, 4), "reason": self.reason}
+
+
+def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of each image file, read from the file (``ValueError`` naming one it cannot read)."""
+    sizes = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ValueError(f"cannot read image file {p}")
+        sizes.append((int(img.shape[0]), int(img.shape[1])))
+    return sizes
+
+
+def _side(x: float, up: bool = False) -> int:
+    steps = math.ceil(x / SIDE_STEP) if up else round(x / SIDE_STEP)
+    return int(max(1, steps) * SIDE_STEP)
+
+
+def _scale_for(h: float, w: float) -> float:
+    """Pixel scale of an h x w image: at most PIXEL_BUDGET pixels, native if smaller, short side >= MIN_SIDE."""
+    fit = math.sqrt(PIXEL_BUDGET / (h * w))
+    enlarge = max(1.0, MIN_SIDE / min(h, w))
+    return min(fit, enlarge)
+
+
+def plan_input(sizes: list[tuple[int, int]], mode: str | None = None, scale: float | None = None) -> InputPlan:
+    """Preprocessing for training images of these (height, width) sizes; see the module docstring.
+
+    ``mode`` ("stretch" or "pad") forces that mode with the size and scale the rules give for it;
+    ``scale`` (pad mode) fixes the pixel scale, and the canvas is planned for it.
+    """
+    if not sizes:
+        raise ValueError("no image sizes to plan the model input from")
+    if mode not in (None, "stretch", "pad"):
+        raise ValueError(f"mode must be 'stretch' or 'pad', got {mode!r}")
+    hw = np.asarray(sizes, np.float64)
+    med_h, med_w = np.median(hw[:, 0]), np.median(hw[:, 1])
+    same = bool(np.all(np.abs(hw[:, 0] - med_h) <= SAME_SIZE_TOLERANCE * med_h)
+                and np.all(np.abs(hw[:, 1] - med_w) <= SAME_SIZE_TOLERANCE * med_w))
+    if mode == "stretch" or (mode is None and same):
+        s = _scale_for(med_h, med_w)
+        resize = (_side(med_h * s), _side(med_w * s))
+        what = (f"all {len(sizes)} training images are {int(med_h)}x{int(med_w)} (HxW)" if same else
+                f"stretch mode asked for; the median training image is {int(med_h)}x{int(med_w)} (HxW)")
+        return InputPlan("stretch", resize, s, f"{what}: stretched to {resize[0]}x{resize[1]}, aspect ratio kept, "
+                                               f"at most {PIXEL_BUDGET} pixels")
+    area = hw[:, 0] * hw[:, 1]
+    mid = int(np.argsort(area)[len(area) // 2])
+    s = float(scale) if scale else _scale_for(hw[mid, 0], hw[mid, 1])
+    canvas = (_side(np.percentile(hw[:, 0], CANVAS_QUANTILE) * s, up=True),
+              _side(np.percentile(hw[:, 1], CANVAS_QUANTILE) * s, up=True))
+    lo, hi = hw.min(axis=0).astype(int), hw.max(axis=0).astype(int)
+    what = (f"training image sizes vary ({lo[0]}-{hi[0]} high, {lo[1]}-{hi[1]} wide)" if not same else
+            f"pad mode asked for ({len(sizes)} images of {int(med_h)}x{int(med_w)})")
+    return InputPlan("pad", canvas, s,
+                     f"{what}: pad mode, each image "
+                     f"scaled by {s:.3f} ({'given' if scale else 'the median image' + chr(39) + 's rule'}) and centred on a {canvas[0]}x{canvas[1]} canvas "
+                     f"(the {CANVAS_QUANTILE}th-percentile size)")

@@ -1,0 +1,91 @@
+"""The model input chosen from the training images' sizes (export/input_plan.py, patchcore.resolve_input)."""
+import cv2
+import numpy as np
+import pytest
+
+from apc_edge.export.input_plan import PIXEL_BUDGET, SIDE_STEP, image_sizes, plan_input
+from apc_edge.export.patchcore import TrainConfig, part_patch_rows, resolve_input
+
+
+def test_one_camera_size_is_stretched_with_its_aspect_ratio_and_a_pixel_budget():
+    square = plan_input([(900, 900)] * 5)
+    assert (square.mode, square.resize) == ("stretch", (512, 512))
+    tall = plan_input([(1260, 500)] * 5)
+    assert tall.mode == "stretch"
+    h, w = tall.resize
+    assert h % SIDE_STEP == 0 and w % SIDE_STEP == 0
+    assert h * w <= PIXEL_BUDGET * 1.05
+    assert abs(h / w - 1260 / 500) < 0.1          # not squashed to a square
+
+
+def test_small_images_keep_their_scale_and_tiny_ones_are_enlarged():
+    texture = plan_input([(512, 512)] * 3)
+    assert texture.resize == (512, 512) and texture.scale == pytest.approx(1.0)
+    mid = plan_input([(320, 320)] * 3)
+    assert mid.resize == (320, 320)
+    tiny = plan_input([(100, 120)] * 3)
+    assert min(tiny.resize) >= 256
+
+
+def test_varying_sizes_give_pad_mode_with_a_canvas_for_the_large_ones():
+    rng = np.random.default_rng(0)
+    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(200, 400, 50), rng.integers(100, 620, 50))]
+    plan = plan_input(sizes)
+    assert plan.mode == "pad"
+    h95, w95 = np.percentile([s[0] for s in sizes], 95), np.percentile([s[1] for s in sizes], 95)
+    assert plan.resize[0] >= h95 * plan.scale and plan.resize[1] >= w95 * plan.scale
+    assert "vary" in plan.reason
+
+
+def test_sizes_within_two_percent_count_as_one_size():
+    assert plan_input([(900, 900), (905, 898), (896, 900)]).mode == "stretch"
+    assert plan_input([(900, 900), (960, 900)]).mode == "pad"
+
+
+def test_a_forced_mode_is_planned_with_that_mode():
+    assert plan_input([(900, 900)] * 3, mode="pad").mode == "pad"
+    assert plan_input([(300, 200), (200, 300)], mode="stretch").mode == "stretch"
+    with pytest.raises(ValueError, match="mode"):
+        plan_input([(10, 10)], mode="tile")
+    with pytest.raises(ValueError, match="no image sizes"):
+        plan_input([])
+
+
+def _write(tmp_path, sizes):
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        p = tmp_path / f"{i:03d}.png"
+        cv2.imwrite(str(p), np.full((h, w, 3), 100, np.uint8))
+        paths.append(p)
+    return paths
+
+
+def test_resolve_input_keeps_what_the_user_gave_and_plans_the_rest(tmp_path):
+    paths = _write(tmp_path, [(300, 200), (250, 400), (350, 300)])
+    assert image_sizes(paths) == [(300, 200), (250, 400), (350, 300)]
+    planned = resolve_input(TrainConfig(), paths)
+    assert planned.resize_mode == "pad" and planned.scale > 0 and planned.input_plan["reason"]
+    given = resolve_input(TrainConfig(resize=(224, 224)), paths)
+    assert (given.resize_mode, given.resize, given.input_plan["reason"]) == ("stretch", (224, 224), "given by the user")
+    pad_scale = resolve_input(TrainConfig(resize_mode="pad", scale=0.5), paths)
+    assert pad_scale.scale == 0.5 and "0.500 (given)" in pad_scale.input_plan["reason"]
+    assert pad_scale.resize < planned.resize and pad_scale.resize[1] >= 0.5 * 380    # canvas planned for the scale
+    assert resolve_input(planned, paths) is planned                      # settled once
+    with pytest.raises(ValueError, match="resize_mode"):
+        resolve_input(TrainConfig(resize_mode="squash"), paths)
+
+
+def test_resolve_input_names_an_unreadable_image(tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="x.png"):
+        resolve_input(TrainConfig(), [bad])
+
+
+def test_part_patch_rows_keeps_each_images_region_cells_only():
+    a = np.zeros((2, 3), bool)
+    a[0, 1] = True
+    b = np.ones((2, 3), bool)
+    assert part_patch_rows([a, b], (2, 3)).tolist() == [1, 6, 7, 8, 9, 10, 11]
+    assert part_patch_rows([None, a], (2, 3)).tolist() == [0, 1, 2, 3, 4, 5, 7]
+    assert part_patch_rows([None, None], (2, 3)) is None
