@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from .preprocess import Preprocessor
+from .preprocess import CHANNEL_KINDS, Preprocessor
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "apc-edge-model"
@@ -268,6 +268,7 @@ def validate_preprocess(block: "_Block") -> Preprocessor:
     block.numbers("std", 3, *STD_RANGE)
     mode = block.choice("mode", ("stretch", "pad"), default="stretch")
     block.number("scale", *SCALE_RANGE, default=1.0)
+    block.choice("channels", CHANNEL_KINDS, default="any")
     if mode == "pad" and crop is not None:
         raise block.error("crop", "must be null in pad mode", list(crop))
     try:

@@ -20,6 +20,12 @@ import cv2
 import numpy as np
 
 MIN_FRAME_SIDE = 32
+CHANNEL_KINDS = ("color", "mono", "any")
+
+
+def image_kind(image: np.ndarray) -> str:
+    """``"mono"`` for an (H, W) or (H, W, 1) image, else ``"color"`` (as :func:`load_image` returns them)."""
+    return "mono" if image.ndim == 2 or image.shape[2] == 1 else "color"
 
 
 def validate_frame(frame: object) -> np.ndarray:
@@ -67,6 +73,10 @@ def _is_grey(img: np.ndarray) -> bool:
 class Preprocessor:
     """Resize (or scale and pad), optional centre crop, BGR->RGB (mono replicated), /255, mean/std.
 
+    ``channels`` says what the model was trained on: a ``"color"`` model refuses mono frames
+    (``ValueError``: a colour defect cannot be seen in them), a ``"mono"`` model turns colour frames grey
+    first, ``"any"`` (models made before it was recorded, mixed training sets) takes both.
+
     ``mode="stretch"`` resizes every frame to ``resize``. ``mode="pad"`` keeps the
     pixel scale fixed instead: the frame is scaled by ``scale`` (less if it would not
     fit) and centred on a ``resize`` canvas of the mean colour. Use ``pad`` when frame
@@ -80,10 +90,13 @@ class Preprocessor:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     mode: str = "stretch"                         # "stretch" or "pad"
     scale: float = 1.0                            # pad mode: pixel scale factor
+    channels: str = "any"                         # what the model was trained on: "color", "mono" or "any"
 
     def __post_init__(self):
         if self.mode not in ("stretch", "pad"):
             raise ValueError(f"preprocessing mode must be 'stretch' or 'pad', got {self.mode!r}")
+        if self.channels not in CHANNEL_KINDS:
+            raise ValueError(f"preprocessing channels must be one of {', '.join(CHANNEL_KINDS)}, got {self.channels!r}")
         if self.mode == "pad" and (self.crop or not self.scale > 0):
             raise ValueError("pad mode takes a positive scale and no crop")
 
@@ -121,7 +134,8 @@ class Preprocessor:
                        crop=tuple(int(v) for v in crop) if crop else None,
                        mean=tuple(float(v) for v in d["mean"]),
                        std=tuple(float(v) for v in d["std"]),
-                       mode=str(d.get("mode", "stretch")), scale=float(d.get("scale", 1.0)))
+                       mode=str(d.get("mode", "stretch")), scale=float(d.get("scale", 1.0)),
+                       channels=str(d.get("channels", "any")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid preprocessing block {d!r}: {exc}") from None
 
@@ -160,6 +174,12 @@ class Preprocessor:
         return out
 
     def _to_rgb_resized(self, frame: np.ndarray) -> np.ndarray:
+        kind = image_kind(frame)
+        if self.channels == "color" and kind == "mono":
+            raise ValueError(f"frame is mono {frame.shape} but the model was trained on colour images: its colour "
+                             f"defects would go unseen; set the camera to a colour pixel format (BGR8)")
+        if self.channels == "mono" and kind == "color":
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)      # as the mono training images were seen
         top, left, nh, nw = self.placement(frame.shape)
         h, w = frame.shape[:2]
         interp = cv2.INTER_AREA if (h > nh or w > nw) else cv2.INTER_LINEAR

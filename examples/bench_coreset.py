@@ -57,12 +57,13 @@ def main() -> None:
         from apc_edge.calibration.dataset import MVTecCategory
         from apc_edge.export.backbones import build_backbone
         from apc_edge.export.embedder import PatchEmbedder
-        from apc_edge.export.patchcore import TrainConfig, collect_patches, make_preprocessor
+        from apc_edge.export.patchcore import TrainConfig, collect_patches, make_preprocessor, resolve_input
 
         backbone = build_backbone("mobilenet_v2")
         embedder = PatchEmbedder(backbone).eval()
-        pre = make_preprocessor(TrainConfig(), backbone)
-        feats = collect_patches(embedder, pre, MVTecCategory(args.data).train_good(), 8)
+        goods = MVTecCategory(args.data).train_good()
+        pre = make_preprocessor(resolve_input(TrainConfig(), goods), backbone)    # apc-train's default input
+        feats = collect_patches(embedder, pre, goods, 8)
     print(f"features {feats.shape}; load average {os.getloadavg()[0]:.2f}")
     rng = np.random.default_rng(args.seed)
     for n in args.sizes:

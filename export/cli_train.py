@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None,
                    help="checkpoint file (torchvision or MoCo v3 layout), or 'random'; default: packaged ImageNet")
     p.add_argument("--coreset-ratio", type=A.float_range(0.0, 1.0, low_open=True), default=TrainConfig.coreset_ratio,
-                   help="share of the training patches kept in the memory bank (default %(default)s)")
+                   help="share of the training patches kept in the memory bank (default %(default)s), at most "
+                        "--max-bank-rows")
+    p.add_argument("--max-bank-rows", type=A.positive_int, default=TrainConfig.max_bank_rows,
+                   help="cap on the memory bank's rows: the coreset's time grows with patches x rows "
+                        "(default %(default)s)")
     p.add_argument("--dim", type=A.positive_int, default=None, help="reduce patch embeddings to this many channels")
     p.add_argument("--resize", type=A.int_range(MIN_INPUT_SIDE, MAX_INPUT_SIDE), nargs=2, default=None, metavar=("H", "W"),
                    help="model input size (default: chosen from the training image sizes, see --resize-mode)")
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     cfg = TrainConfig(backbone=args.backbone, weights=args.weights, coreset_ratio=args.coreset_ratio,
+                      max_bank_rows=args.max_bank_rows,
                       dim=args.dim, resize=tuple(args.resize) if args.resize else None,
                       crop=tuple(args.crop) if args.crop else None,
                       resize_mode=args.resize_mode, scale=args.scale,

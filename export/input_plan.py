@@ -8,8 +8,9 @@ default is decided from the sizes of ``train/good`` and recorded in ``run.json``
   smaller than that keep their own scale (a defect of a few pixels stays a few pixels), and images
   whose short side is below ``MIN_SIDE`` are enlarged to it.
 - **Sizes that vary** (cut-outs, tiles): pad mode, so texture keeps one pixel scale. The scale is
-  chosen by the same rule for the median image; the canvas covers the 95th-percentile height and
-  width at that scale (larger images are shrunk to fit it).
+  chosen by the same rule for the median image; the canvas covers every training image at that
+  scale, or only the 95th-percentile height and width when a few outliers would more than double it
+  (those, and test images larger than the canvas, are shrunk to fit).
 
 Sides are multiples of ``SIDE_STEP`` (the stride-16 stage then tiles the input exactly).
 
@@ -25,14 +26,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from apc_edge.preprocess import image_kind, load_image
 
 PIXEL_BUDGET = 512 * 512     # most pixels the model input (or the median image in pad mode) is given
 MIN_SIDE = 256               # images with a shorter side are enlarged to it
 SIDE_STEP = 32
 SAME_SIZE_TOLERANCE = 0.02   # every side within 2 % of the median: one camera, one size
 CANVAS_QUANTILE = 95
+OUTLIER_CANVAS_GROWTH = 2.0  # a canvas for the largest image may be this much larger than for the 95th percentile
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,27 @@ class InputPlan:
         return {"mode": self.mode, "resize": list(self.resize), "scale": round(self.scale, 4), "reason": self.reason}
 
 
-def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
-    """(height, width) of each image file, read from the file (``ValueError`` naming one it cannot read)."""
-    sizes = []
+def image_facts(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str]]:
+    """(height, width) and kind (``"mono"``/``"color"``, as :func:`load_image` reads it) of each image file
+    (``ValueError`` naming one it cannot read)."""
+    sizes, kinds = [], []
     for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ValueError(f"cannot read image file {p}")
+        img = load_image(p)
         sizes.append((int(img.shape[0]), int(img.shape[1])))
-    return sizes
+        kinds.append(image_kind(img))
+    return sizes, kinds
+
+
+def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of each image file."""
+    return image_facts(paths)[0]
+
+
+def channels_of(kinds: list[str]) -> str:
+    """The ``Preprocessor.channels`` a training set implies: ``"color"`` or ``"mono"`` when all its images
+    are of that kind, else ``"any"``."""
+    found = set(kinds)
+    return found.pop() if len(found) == 1 else "any"
 
 
 def _side(x: float, up: bool = False) -> int:
@@ -95,12 +110,16 @@ def plan_input(sizes: list[tuple[int, int]], mode: str | None = None, scale: flo
     area = hw[:, 0] * hw[:, 1]
     mid = int(np.argsort(area)[len(area) // 2])
     s = float(scale) if scale else _scale_for(hw[mid, 0], hw[mid, 1])
-    canvas = (_side(np.percentile(hw[:, 0], CANVAS_QUANTILE) * s, up=True),
-              _side(np.percentile(hw[:, 1], CANVAS_QUANTILE) * s, up=True))
+    canvas = (_side(hw[:, 0].max() * s, up=True), _side(hw[:, 1].max() * s, up=True))
+    typical = (_side(np.percentile(hw[:, 0], CANVAS_QUANTILE) * s, up=True),
+               _side(np.percentile(hw[:, 1], CANVAS_QUANTILE) * s, up=True))
+    covers = "every training image"
+    if canvas[0] * canvas[1] > OUTLIER_CANVAS_GROWTH * typical[0] * typical[1]:
+        canvas, covers = typical, f"the {CANVAS_QUANTILE}th-percentile size; larger images are shrunk to fit"
     lo, hi = hw.min(axis=0).astype(int), hw.max(axis=0).astype(int)
     what = (f"training image sizes vary ({lo[0]}-{hi[0]} high, {lo[1]}-{hi[1]} wide)" if not same else
             f"pad mode asked for ({len(sizes)} images of {int(med_h)}x{int(med_w)})")
     return InputPlan("pad", canvas, s,
                      f"{what}: pad mode, each image "
                      f"scaled by {s:.3f} ({'given' if scale else 'the median image' + chr(39) + 's rule'}) and centred on a {canvas[0]}x{canvas[1]} canvas "
-                     f"(the {CANVAS_QUANTILE}th-percentile size)")
+                     f"({covers})")

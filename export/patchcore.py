@@ -31,7 +31,7 @@ from apc_edge.scoring import score_embedding
 from .backbones import build_backbone
 from .coreset import greedy_coreset
 from .embedder import PatchEmbedder
-from .input_plan import image_sizes, plan_input
+from .input_plan import channels_of, image_facts, plan_input
 from apc_edge.progress import Progress
 
 RUN_INFO = "run.json"
@@ -54,7 +54,9 @@ class TrainConfig:
     crop: tuple[int, int] | None = None
     resize_mode: str = "auto"             # "auto": chosen from the training image sizes; "stretch"; "pad"
     scale: float | None = None            # pixel scale factor in pad mode; None: chosen from the training images
+    channels: str | None = None           # "color", "mono" or "any"; None: what the training images are
     coreset_ratio: float = 0.1
+    max_bank_rows: int | None = 40_000    # coreset size cap (training time grows with patches x bank rows); None: none
     projection_dim: int = 128
     num_neighbours: int = 9
     map_sigma: float = 4.0
@@ -80,23 +82,30 @@ def resolve_input(cfg: TrainConfig, paths: list[Path]) -> TrainConfig:
         raise ValueError(f"resize_mode must be 'auto', 'stretch' or 'pad', got {cfg.resize_mode!r}")
     if cfg.input_plan is not None:
         return cfg
+    sizes, kinds = image_facts(paths)
+    channels = cfg.channels or channels_of(kinds)
     mode = cfg.resize_mode if cfg.resize_mode != "auto" else ("stretch" if cfg.resize or cfg.crop else None)
     if mode == "stretch" and cfg.resize:
-        return replace(cfg, resize_mode="stretch", scale=1.0,
+        return replace(cfg, resize_mode="stretch", scale=1.0, channels=channels,
                        input_plan={"mode": "stretch", "resize": list(cfg.resize), "reason": "given by the user"})
     if mode == "pad" and cfg.resize and cfg.scale:
-        return replace(cfg, input_plan={"mode": "pad", "resize": list(cfg.resize), "scale": cfg.scale,
-                                        "reason": "given by the user"})
-    plan = plan_input(image_sizes(paths), mode, cfg.scale if mode == "pad" else None)
+        return replace(cfg, channels=channels, input_plan={"mode": "pad", "resize": list(cfg.resize),
+                                                           "scale": cfg.scale, "reason": "given by the user"})
+    plan = plan_input(sizes, mode, cfg.scale if mode == "pad" else None)
     resize = tuple(cfg.resize) if mode == "pad" and cfg.resize else plan.resize
     scale = plan.scale if plan.mode == "pad" else 1.0
-    return replace(cfg, resize_mode=plan.mode, resize=resize, scale=scale,
+    return replace(cfg, resize_mode=plan.mode, resize=resize, scale=scale, channels=channels,
                    input_plan={**plan.to_dict(), "resize": list(resize), "scale": round(scale, 4)})
 
 
 def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
+    """The Preprocessor of a settled ``cfg`` (see :func:`resolve_input`); an explicit ``resize`` under
+    ``auto`` means stretch."""
+    if not cfg.resize:
+        raise ValueError("the model input is not settled yet: call resolve_input(cfg, training images) first")
+    mode = "stretch" if cfg.resize_mode == "auto" else cfg.resize_mode
     return Preprocessor(resize=tuple(cfg.resize), crop=tuple(cfg.crop) if cfg.crop else None,
-                        mode=cfg.resize_mode, scale=cfg.scale,
+                        mode=mode, scale=cfg.scale or 1.0, channels=cfg.channels or "any",
                         mean=tuple(backbone.input_mean), std=tuple(backbone.input_std))
 
 
@@ -168,6 +177,19 @@ def own_rows(ids: np.ndarray | None, images: list[int], grid) -> list[np.ndarray
     return [np.flatnonzero(row_image == j) for j in images]
 
 
+def coreset_size(n_patches: int, cfg: TrainConfig) -> int:
+    """Bank rows of a coreset of ``n_patches``: ``coreset_ratio`` of them, at most ``max_bank_rows``.
+
+    Example::
+
+        coreset_size(1_344_415, TrainConfig())    # 40000 (10 % would be 134442)
+    """
+    size = int(np.ceil(cfg.coreset_ratio * n_patches))
+    if cfg.max_bank_rows is not None:
+        size = min(size, int(cfg.max_bank_rows))
+    return max(1, min(size, n_patches))
+
+
 def part_patch_rows(regions: list, grid: tuple[int, int]) -> np.ndarray | None:
     """Flat patch indexes (image after image) of the cells inside each image's region (pad mode's part and
     its edge ring); ``None`` when no image has a region (every cell counts)."""
@@ -237,10 +259,12 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     t0 = time.perf_counter()
     part_only = uses_part_only(cfg)
     candidates = part_patch_rows(patch_regions(pre, bank_paths, grid, part_only), grid)
+    n_patches = len(feats) if candidates is None else int(candidates.size)
+    size = coreset_size(n_patches, cfg)
     if candidates is None:
-        ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed)
+        ids = greedy_coreset(feats, cfg.coreset_ratio, cfg.projection_dim, cfg.seed, size=size)
     else:   # pad mode: the bank holds the part's patches, not the canvas it sits on
-        ids = candidates[greedy_coreset(feats[candidates], cfg.coreset_ratio, cfg.projection_dim, cfg.seed)]
+        ids = candidates[greedy_coreset(feats[candidates], cfg.coreset_ratio, cfg.projection_dim, cfg.seed, size=size)]
     bank = np.ascontiguousarray(feats[ids])
     t_coreset = time.perf_counter() - t0
 
@@ -285,9 +309,11 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
             "n_train_good": len(goods), "n_bank_images": len(bank_paths),
             "holdout_images": [p.name for p in holdout_paths],
             "threshold_images": [bank_paths[i].name for i in scored],
-            "n_patches": len(bank_paths) * grid[0] * grid[1] if candidates is None else int(candidates.size),
+            "n_patches": n_patches,
             "bank_size": int(bank.shape[0]),
-            "coreset_ratio": cfg.coreset_ratio, "seed": cfg.seed,
+            "coreset_ratio": cfg.coreset_ratio, "max_bank_rows": cfg.max_bank_rows,
+            "coreset_share": round(int(bank.shape[0]) / n_patches, 5),
+            "seed": cfg.seed,
             "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
                         "threshold": round(t_threshold, 2),
                         "total": round(time.perf_counter() - t_start, 2)},

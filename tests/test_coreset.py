@@ -75,3 +75,21 @@ def test_covering_radius_is_the_largest_distance_to_a_pick():
     pts = np.array([[0, 0], [1, 0], [0, 3], [10, 0]], np.float32)
     assert covering_radius(pts, np.array([0, 3])) == pytest.approx(3.0)
     assert covering_radius(pts, np.arange(4)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_coreset_size_is_the_ratio_capped_at_max_bank_rows():
+    from apc_edge.export.patchcore import TrainConfig, coreset_size
+
+    assert coreset_size(1_344_415, TrainConfig()) == 40_000                     # 10 % would be 134442
+    assert coreset_size(100_000, TrainConfig()) == 10_000                       # under the cap: the ratio
+    assert coreset_size(1_344_415, TrainConfig(max_bank_rows=None)) == 134_442
+    assert coreset_size(10, TrainConfig(coreset_ratio=0.01)) == 1
+
+
+def test_threshold_image_limit_scales_with_the_cost_of_each_image():
+    from apc_edge.export.patchcore import MIN_THRESHOLD_IMAGES, threshold_image_limit
+
+    assert threshold_image_limit(200, 1024, 20_000) == 200                      # cheap: all asked for
+    assert threshold_image_limit(200, 4096, 40_000) == 61                       # 1e10 distances in all
+    assert threshold_image_limit(200, 4096, 1_000_000) == MIN_THRESHOLD_IMAGES  # never below the floor
+    assert threshold_image_limit(20, 4096, 1_000_000) == 20                     # nor above what was asked

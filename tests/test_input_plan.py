@@ -89,3 +89,28 @@ def test_part_patch_rows_keeps_each_images_region_cells_only():
     assert part_patch_rows([a, b], (2, 3)).tolist() == [1, 6, 7, 8, 9, 10, 11]
     assert part_patch_rows([None, a], (2, 3)).tolist() == [0, 1, 2, 3, 4, 5, 7]
     assert part_patch_rows([None, None], (2, 3)) is None
+
+
+def test_the_canvas_holds_every_training_image_unless_outliers_would_double_it():
+    sizes = [(300, 300)] * 40 + [(340, 420)] * 10
+    plan = plan_input(sizes)
+    assert plan.mode == "pad" and plan.resize[0] >= 340 * plan.scale and plan.resize[1] >= 420 * plan.scale
+    assert "every training image" in plan.reason
+    with_outlier = plan_input(sizes + [(1800, 2400)])           # one huge image: the 95th percentile decides
+    assert with_outlier.resize == plan.resize and "shrunk to fit" in with_outlier.reason
+
+
+def test_the_training_images_kind_is_recorded_for_the_runtime(tmp_path):
+    from apc_edge.export.input_plan import channels_of
+
+    colour = []
+    for i in range(2):
+        colour.append(tmp_path / f"c{i}.png")
+        cv2.imwrite(str(colour[-1]), np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((64, 64), 90, np.uint8))
+    assert resolve_input(TrainConfig(resize=(64, 64)), colour).channels == "color"
+    assert resolve_input(TrainConfig(), [grey]).channels == "mono"
+    assert resolve_input(TrainConfig(), colour + [grey]).channels == "any"
+    assert resolve_input(TrainConfig(channels="any"), colour).channels == "any"
+    assert channels_of(["mono", "mono"]) == "mono" and channels_of([]) == "any"

@@ -220,13 +220,15 @@ def test_folder_bad_frames_logged_and_loop_goes_on(model_dir_openvino, frames_di
     shutil.copytree(frames_dir, folder)
     cv2.imwrite(str(folder / "02a_tiny.png"), np.full((10, 10, 3), 128, np.uint8))           # too small
     (folder / "02b_corrupt.png").write_bytes(b"not a png at all")                              # undecodable
-    cv2.imwrite(str(folder / "02c_deep.png"), np.full((64, 64), 40000, np.uint16))             # 16-bit
+    cv2.imwrite(str(folder / "02c_deep.png"), np.full((64, 64, 3), (40000, 20000, 9000), np.uint16))  # 16-bit
+    cv2.imwrite(str(folder / "02d_mono.png"), np.full((64, 64), 90, np.uint8))    # mono, for a colour model
     out = tmp_path / "out"
     assert main([str(model_dir_openvino), "--folder", str(folder), "--out", str(out), "-q"]) == 0
     assert "summary: 7 frames" in capsys.readouterr().out
     recs = lines(out / "verdicts.jsonl")
     bad = [r for r in recs if r.get("error_kind") == "bad_frame"]
-    assert len(bad) == 1 and bad[0]["file"] == "02a_tiny.png" and "too small" in bad[0]["error"]
+    assert [r["file"] for r in bad] == ["02a_tiny.png", "02d_mono.png"] and "too small" in bad[0]["error"]
+    assert "trained on colour images" in bad[1]["error"] and bad[1]["verdict"] != "OK"
     unreadable = [r for r in recs if r.get("error_kind") == "source"]
     assert len(unreadable) == 1 and "02b_corrupt.png" in unreadable[0]["error"]
     judged = verdicts(recs)
@@ -234,7 +236,7 @@ def test_folder_bad_frames_logged_and_loop_goes_on(model_dir_openvino, frames_di
                                            "03_spot.png", "04_spot.png", "05_spot.png"]
     assert judged[3]["skipped_before"] == 1                   # the undecodable file before it
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["frames"], summary["errors"], summary["dropped"]) == (7, 2, 1)
+    assert (summary["frames"], summary["errors"], summary["dropped"]) == (7, 3, 1)
     assert summary["stopped_by"] == "end of stream"
 
 

@@ -1,4 +1,5 @@
 """Inspector on exported model dirs: verdicts, maps, bad frames, threshold override."""
+import cv2
 import numpy as np
 import pytest
 
@@ -30,11 +31,28 @@ def test_result_fields(inspector, synthetic_category):
     assert inspector.check(frame, with_map=False).anomaly_map is None
 
 
-def test_mono_frame_and_odd_sizes(inspector):
+def test_odd_sizes_and_the_training_images_channels(inspector, model_dir_openvino):
+    import json
+
+    assert json.loads((model_dir_openvino / "manifest.json").read_text())["preprocess"]["channels"] == "color"
     rng = np.random.default_rng(0)
-    for shape in [(300, 200), (300, 200, 1), (97, 411, 3)]:
-        frame = rng.integers(0, 256, shape, dtype=np.uint8)
-        assert inspector.check(frame).anomaly_map.shape == shape[:2]
+    assert inspector.check(rng.integers(0, 256, (97, 411, 3), dtype=np.uint8)).anomaly_map.shape == (97, 411)
+    for shape in [(300, 200), (300, 200, 1)]:      # a colour model cannot see colour defects in a mono frame
+        with pytest.raises(ValueError, match="mono .* trained on colour images"):
+            inspector.check(rng.integers(0, 256, shape, dtype=np.uint8))
+
+
+def test_a_mono_model_turns_colour_frames_grey_as_it_was_trained():
+    from apc_edge.preprocess import Preprocessor
+
+    pre = Preprocessor(resize=(64, 64), channels="mono")
+    colour = np.random.default_rng(1).integers(0, 256, (80, 90, 3), dtype=np.uint8)
+    grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    np.testing.assert_array_equal(pre(colour), pre(grey))
+    anything = Preprocessor(resize=(64, 64))                  # models made before channels were recorded
+    assert anything.channels == "any" and anything(grey).shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="channels"):
+        Preprocessor(channels="rgb")
 
 
 @pytest.mark.parametrize("frame, problem", [

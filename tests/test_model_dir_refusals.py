@@ -186,6 +186,7 @@ def test_threshold_override_refused(model_dir_onnx, value):
     ("crop", [200, 200], r"preprocess\.crop must lie inside preprocess\.resize \[160, 160\]"),
     ("scale", -1, r"preprocess\.scale must be a finite number in \[0\.001, 1000\]"),
     ("mode", "tile", r"preprocess\.mode must be one of 'stretch', 'pad'"),
+    ("channels", "rgb", r"preprocess\.channels must be one of 'color', 'mono', 'any'"),
 ])
 def test_bad_preprocessing(onnx, key, value, pattern):
     edit(onnx, lambda m: m["preprocess"].update({key: value}))

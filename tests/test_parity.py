@@ -35,9 +35,14 @@ def test_runtime_matches_torch(category, tmp_path, real_data):
     samples = MVTecCategory(src).test_samples()
     picks = [s for s in samples if not s.is_anomalous][:2] + [s for s in samples if s.is_anomalous][::40][:4]
     frames = [load_image(s.path) for s in picks]
+    grid = tuple(info["patch_grid"])
+    part_only = info["scoring"]["part_only"]           # magnetic_tile's sizes vary: pad mode, the part's cells
+    assert part_only == (category == "magnetic_tile") == (pre.mode == "pad")
     with torch.no_grad():
         ref = [score_embedding(embedder(torch.from_numpy(pre(f))).numpy()[0], index, bank,
-                               info["scoring"]["num_neighbours"]).image_score for f in frames]
+                               info["scoring"]["num_neighbours"],
+                               region=pre.patch_region(f.shape, grid) if part_only else None).image_score
+               for f in frames]
     for target in ("openvino", "onnx"):
         inspector = Inspector(export_model(run, tmp_path / target, target) and tmp_path / target)
         got = [inspector.check(f).raw_score for f in frames]
