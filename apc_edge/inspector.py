@@ -22,7 +22,7 @@ import numpy as np
 from .backends import Backend
 from .index import ExactIndex, NeighbourIndex
 from .model_dir import open_model_dir
-from .preprocess import validate_frame
+from .preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE, validate_frame
 from .scoring import (ScoreError, ScoreNormalizer, refine_top_patches, region_patches, score_neighbours,
                       smooth_map)
 
@@ -53,12 +53,17 @@ class Inspector:
     :meth:`check` skips the anomaly map for the fastest verdict-only path.
     ``index``: None uses the manifest's index (``exact`` or ``hnsw``); ``"exact"``
     forces exact search; a :class:`NeighbourIndex` is used as given.
+    ``max_frame_pixels``: larger frames raise ``ValueError`` (default 100 megapixels).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "CPU", threshold: float | None = None,
-                 index: NeighbourIndex | str | None = None, require_threshold: bool = True):
+                 index: NeighbourIndex | str | None = None, require_threshold: bool = True,
+                 max_frame_pixels: int = MAX_FRAME_PIXELS):
         if isinstance(index, str) and index not in ("exact", "manifest"):
             raise ValueError(f"index must be 'exact', 'manifest' or a NeighbourIndex, got {index!r}")
+        if not (isinstance(max_frame_pixels, int) and max_frame_pixels >= MIN_FRAME_SIDE ** 2):
+            raise ValueError(f"max_frame_pixels must be an integer >= {MIN_FRAME_SIDE ** 2}, got {max_frame_pixels!r}")
+        self.max_frame_pixels = max_frame_pixels
         self.model_dir = Path(model_dir)
         model = open_model_dir(self.model_dir, device, index="manifest" if index in (None, "manifest") else "exact",
                                require_threshold=require_threshold)
@@ -121,7 +126,7 @@ class Inspector:
 
     def _score(self, frame: np.ndarray, with_map: bool) -> tuple[float, np.ndarray | None, dict]:
         t0 = time.perf_counter()
-        validate_frame(frame)
+        validate_frame(frame, self.max_frame_pixels)
         x = self.preprocessor(frame)
         t1 = time.perf_counter()
         emb = self.backend.run(x)[0]

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 MIN_FRAME_SIDE = 32
+MAX_FRAME_PIXELS = 100_000_000    # a 100-megapixel sensor; larger frames are refused (resizing them takes seconds)
 CHANNEL_KINDS = ("color", "mono", "any")
 
 
@@ -28,11 +29,12 @@ def image_kind(image: np.ndarray) -> str:
     return "mono" if image.ndim == 2 or image.shape[2] == 1 else "color"
 
 
-def validate_frame(frame: object) -> np.ndarray:
+def validate_frame(frame: object, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
     """Return ``frame`` if it is a usable uint8 mono or BGR image, else raise ``ValueError``.
 
     Accepted: ``uint8`` arrays of shape (H, W), (H, W, 1) or (H, W, 3), with both
-    sides at least ``MIN_FRAME_SIDE`` pixels.
+    sides at least ``MIN_FRAME_SIDE`` pixels and at most ``max_pixels`` pixels (a larger frame
+    would be resized for seconds, not judged in milliseconds).
     """
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
@@ -47,6 +49,9 @@ def validate_frame(frame: object) -> np.ndarray:
     h, w = frame.shape[:2]
     if min(h, w) < MIN_FRAME_SIDE:
         raise ValueError(f"frame is too small: {w}x{h} pixels, need at least {MIN_FRAME_SIDE} on each side")
+    if h * w > max_pixels:
+        raise ValueError(f"frame is too large: {w}x{h} = {h * w} pixels, more than the limit of {max_pixels} "
+                         f"(Inspector(max_frame_pixels=...))")
     return frame
 
 

@@ -87,3 +87,12 @@ def test_openvino_and_onnxruntime_agree(model_dir_openvino, model_dir_onnx, synt
     for s in MVTecCategory(synthetic_category).test_samples()[:4]:
         frame = load_image(s.path)
         assert ov.check(frame).raw_score == pytest.approx(ort.check(frame).raw_score, rel=1e-4)
+
+
+def test_a_frame_over_the_pixel_limit_is_refused_not_resized(model_dir_openvino):
+    small = Inspector(model_dir_openvino, max_frame_pixels=300 * 300)
+    with pytest.raises(ValueError, match="frame is too large: 400x300 = 120000 pixels, more than the limit of 90000"):
+        small.check(np.zeros((300, 400, 3), np.uint8))
+    assert small.check(np.zeros((300, 300, 3), np.uint8)).raw_score >= 0
+    with pytest.raises(ValueError, match="max_frame_pixels"):
+        Inspector(model_dir_openvino, max_frame_pixels=0)
