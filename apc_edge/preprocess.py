@@ -29,12 +29,12 @@ def image_kind(image: np.ndarray) -> str:
     return "mono" if image.ndim == 2 or image.shape[2] == 1 else "color"
 
 
-def validate_frame(frame: object, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
+def validate_frame(frame: object, max_pixels: int | None = MAX_FRAME_PIXELS) -> np.ndarray:
     """Return ``frame`` if it is a usable uint8 mono or BGR image, else raise ``ValueError``.
 
     Accepted: ``uint8`` arrays of shape (H, W), (H, W, 1) or (H, W, 3), with both
     sides at least ``MIN_FRAME_SIDE`` pixels and at most ``max_pixels`` pixels (a larger frame
-    would be resized for seconds, not judged in milliseconds).
+    would be resized for seconds, not judged in milliseconds; ``None``: no limit).
     """
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
@@ -49,7 +49,7 @@ def validate_frame(frame: object, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndar
     h, w = frame.shape[:2]
     if min(h, w) < MIN_FRAME_SIDE:
         raise ValueError(f"frame is too small: {w}x{h} pixels, need at least {MIN_FRAME_SIDE} on each side")
-    if h * w > max_pixels:
+    if max_pixels is not None and h * w > max_pixels:
         raise ValueError(f"frame is too large: {w}x{h} = {h * w} pixels, more than the limit of {max_pixels} "
                          f"(Inspector(max_frame_pixels=...))")
     return frame
@@ -172,7 +172,7 @@ class Preprocessor:
         mean = np.asarray(self.mean, np.float32)
         inv_std = 1.0 / np.asarray(self.std, np.float32)
         for i, frame in enumerate(frames):
-            rgb = self._to_rgb_resized(validate_frame(frame))
+            rgb = self._to_rgb_resized(validate_frame(frame, max_pixels=None))   # the caller sets the size limit
             x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
             x = (x - mean) * inv_std
             out[i] = x.transpose(2, 0, 1)

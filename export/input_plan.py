@@ -62,11 +62,6 @@ def image_facts(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str]]:
     return sizes, kinds
 
 
-def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
-    """(height, width) of each image file."""
-    return image_facts(paths)[0]
-
-
 def channels_of(kinds: list[str]) -> str:
     """The ``Preprocessor.channels`` a training set implies: ``"color"`` or ``"mono"`` when all its images
     are of that kind, else ``"any"``."""
@@ -119,7 +114,6 @@ def plan_input(sizes: list[tuple[int, int]], mode: str | None = None, scale: flo
     lo, hi = hw.min(axis=0).astype(int), hw.max(axis=0).astype(int)
     what = (f"training image sizes vary ({lo[0]}-{hi[0]} high, {lo[1]}-{hi[1]} wide)" if not same else
             f"pad mode asked for ({len(sizes)} images of {int(med_h)}x{int(med_w)})")
-    return InputPlan("pad", canvas, s,
-                     f"{what}: pad mode, each image "
-                     f"scaled by {s:.3f} ({'given' if scale else 'the median image' + chr(39) + 's rule'}) and centred on a {canvas[0]}x{canvas[1]} canvas "
-                     f"({covers})")
+    source = "given" if scale else "the median image's rule"
+    return InputPlan("pad", canvas, s, f"{what}: pad mode, each image scaled by {s:.3f} ({source}) and centred on "
+                                       f"a {canvas[0]}x{canvas[1]} canvas ({covers})")

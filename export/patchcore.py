@@ -258,7 +258,8 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
     part_only = uses_part_only(cfg)
-    candidates = part_patch_rows(patch_regions(pre, bank_paths, grid, part_only), grid)
+    bank_regions = patch_regions(pre, bank_paths, grid, part_only)     # read once: coreset and threshold
+    candidates = part_patch_rows(bank_regions, grid)
     n_patches = len(feats) if candidates is None else int(candidates.size)
     size = coreset_size(n_patches, cfg)
     if candidates is None:
@@ -280,7 +281,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0])
         scored = threshold_image_sample(len(bank_paths), limit, cfg.seed)
         hold_scores = leave_one_out_scores(feats, bank, ids, grid, scored, cfg.num_neighbours,
-                                           patch_regions(pre, [bank_paths[i] for i in scored], grid, part_only))
+                                           [bank_regions[i] for i in scored])
         threshold = robust_good_threshold(hold_scores, cfg.max_false_alarm)
     del feats
     t_threshold = time.perf_counter() - t0
@@ -312,7 +313,6 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
             "n_patches": n_patches,
             "bank_size": int(bank.shape[0]),
             "coreset_ratio": cfg.coreset_ratio, "max_bank_rows": cfg.max_bank_rows,
-            "coreset_share": round(int(bank.shape[0]) / n_patches, 5),
             "seed": cfg.seed,
             "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
                         "threshold": round(t_threshold, 2),

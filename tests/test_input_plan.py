@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from apc_edge.export.input_plan import PIXEL_BUDGET, SIDE_STEP, image_sizes, plan_input
+from apc_edge.export.input_plan import PIXEL_BUDGET, SIDE_STEP, image_facts, plan_input
 from apc_edge.export.patchcore import TrainConfig, part_patch_rows, resolve_input
 
 
@@ -62,7 +62,7 @@ def _write(tmp_path, sizes):
 
 def test_resolve_input_keeps_what_the_user_gave_and_plans_the_rest(tmp_path):
     paths = _write(tmp_path, [(300, 200), (250, 400), (350, 300)])
-    assert image_sizes(paths) == [(300, 200), (250, 400), (350, 300)]
+    assert image_facts(paths)[0] == [(300, 200), (250, 400), (350, 300)]
     planned = resolve_input(TrainConfig(), paths)
     assert planned.resize_mode == "pad" and planned.scale > 0 and planned.input_plan["reason"]
     given = resolve_input(TrainConfig(resize=(224, 224)), paths)

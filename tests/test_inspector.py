@@ -96,3 +96,9 @@ def test_a_frame_over_the_pixel_limit_is_refused_not_resized(model_dir_openvino)
     assert small.check(np.zeros((300, 300, 3), np.uint8)).raw_score >= 0
     with pytest.raises(ValueError, match="max_frame_pixels"):
         Inspector(model_dir_openvino, max_frame_pixels=0)
+    from apc_edge.preprocess import MAX_FRAME_PIXELS, validate_frame
+    big = np.zeros((1, 1, 3), np.uint8)
+    big = np.broadcast_to(big, (10001, 10000, 3))            # 100 010 000 pixels, no memory behind it
+    with pytest.raises(ValueError, match="too large"):
+        validate_frame(big)
+    assert validate_frame(big, max_pixels=2 * MAX_FRAME_PIXELS) is big   # a larger limit is the caller's
