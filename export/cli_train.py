@@ -17,7 +17,7 @@ from apc_edge.cli import args as A
 
 from .apc import cli as apc_cli
 from .apc import fit_apc
-from .backbones import BACKBONE_NAMES, BackboneError
+from .backbones import BACKBONE_NAMES, ENSEMBLE_NAMES, BackboneError
 from .patchcore import TrainConfig, fit_patchcore
 
 
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good.")
     p.add_argument("data_dir", help="MVTec-layout category: train/good, test/<type>, ground_truth/<type>")
     p.add_argument("--out", required=True, help="run dir to write (run.json, backbone.pt, memory_bank.npy)")
-    p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONE_NAMES)
+    p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONE_NAMES + ENSEMBLE_NAMES,
+                   help="feature backbone (default %(default)s); a+b concatenates both backbones' features")
     p.add_argument("--weights", default=None,
                    help="checkpoint file (torchvision or MoCo v3 layout), or 'random'; default: packaged ImageNet")
     p.add_argument("--coreset-ratio", type=A.float_range(0.0, 1.0, low_open=True), default=TrainConfig.coreset_ratio,

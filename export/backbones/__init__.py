@@ -24,6 +24,7 @@ from typing import Callable
 from .base import BackboneError, FeatureBackbone
 from .checkpoint import LoadReport, apply_state_dict, load_checkpoint_into, read_state_dict
 from .efficientnet import EfficientNetLite0Features
+from .ensemble import EnsembleFeatures, member_names
 from .mobilenet import MobileNetV2Features
 from .pretrained import OFFLINE_WEIGHTS, offline_weights_path
 from .resnet import RESNET_CONFIGS, ResNetFeatures
@@ -35,9 +36,12 @@ _FACTORIES: dict[str, Callable[[], FeatureBackbone]] = {
 }
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+# The ensembles offered by name (any "+"-joined list of BACKBONE_NAMES builds); both members ship offline weights.
+ENSEMBLE_NAMES: tuple[str, ...] = ("mobilenet_v2+efficientnet_lite0",)
 
 __all__ = [
     "BACKBONE_NAMES",
+    "ENSEMBLE_NAMES",
     "BackboneError",
     "FeatureBackbone",
     "LoadReport",
@@ -54,7 +58,9 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Featu
 
     ``weights``: None = the offline ImageNet weights (mobilenet_v2,
     efficientnet_lite0; the ResNets have none and raise), ``"random"`` =
-    random init, otherwise a checkpoint file path. The module is returned in
+    random init, otherwise a checkpoint file path. A name of backbones joined
+    by ``+`` builds their ensemble (``ensemble.EnsembleFeatures``): None gives
+    each member its offline weights, a checkpoint holds the whole ensemble. The module is returned in
     whatever mode ``nn.Module`` starts in (training); call ``.eval()`` for
     feature extraction. ``weights_source`` records where the weights came from.
 
@@ -63,6 +69,8 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Featu
         >>> bb.stage_channels, bb.default_levels
         ((64, 64, 128, 256), (2, 3))
     """
+    if isinstance(name, str) and len(member_names(name)) > 1:
+        return _build_ensemble(name, weights)
     factory = _FACTORIES.get(name)
     if factory is None:
         raise BackboneError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONE_NAMES)}")
@@ -81,3 +89,19 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Featu
     load_checkpoint_into(backbone, path)
     backbone.weights_source = os.fspath(path)
     return backbone
+
+
+def _build_ensemble(name: str, weights: str | os.PathLike | None) -> FeatureBackbone:
+    members = member_names(name)
+    if len(set(members)) != len(members):
+        raise BackboneError(f"ensemble {name!r} names a backbone twice")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise BackboneError(f"weights must be None, 'random' or a file path, not {type(weights).__name__}")
+    own = None if weights is None else "random"
+    ensemble = EnsembleFeatures([build_backbone(member, own) for member in members])
+    if weights is None:
+        ensemble.weights_source = " + ".join(m.weights_source for m in ensemble.members)
+    elif not (isinstance(weights, str) and weights == "random"):
+        load_checkpoint_into(ensemble, weights)
+        ensemble.weights_source = os.fspath(weights)
+    return ensemble
