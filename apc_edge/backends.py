@@ -48,7 +48,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
 
     def __init__(self, xml_path: Path, device: str = "CPU", precision: str = "fp32", num_requests: int = 1,
-                 model=None):
+                 model=None, threads: int = 0):
         import openvino as ov
 
         self.device = device.upper()
@@ -58,6 +58,8 @@ class OpenVINOBackend(Backend):
         config = {}
         if self.device == "CPU" and precision in ("fp32", "fp16", "int8"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
+        if self.device == "CPU" and threads > 0:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self.model = model if model is not None else core.read_model(str(xml_path))
             self.compiled = core.compile_model(self.model, self.device, config)
@@ -73,7 +75,7 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def from_bytes(cls, xml: bytes | bytearray, weights: bytes | bytearray, xml_path: Path, device: str = "CPU",
-                   precision: str = "fp32") -> "OpenVINOBackend":
+                   precision: str = "fp32", threads: int = 0) -> "OpenVINOBackend":
         """Build from an IR's bytes (``xml_path`` names it in messages); nothing else is read."""
         import openvino as ov
 
@@ -87,7 +89,7 @@ class OpenVINOBackend(Backend):
             model = ov.Core().read_model(text, ov.Tensor(np.frombuffer(weights, np.uint8)))
         except RuntimeError as exc:
             raise ModelDirError(f"OpenVINO could not read {xml_path}: {exc}") from None
-        return cls(xml_path, device, precision, model=model)
+        return cls(xml_path, device, precision, model=model, threads=threads)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         request = getattr(self._local, "request", None)
@@ -97,7 +99,8 @@ class OpenVINOBackend(Backend):
         return request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict:
-        return {**super().describe(), "inference_precision": self.inference_precision}
+        threads = self.compiled.get_property("INFERENCE_NUM_THREADS") if self.device == "CPU" else None
+        return {**super().describe(), "inference_precision": self.inference_precision, "threads": threads}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -127,16 +130,22 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelDirError(f"ONNX Runtime could not load {self.path}: {exc}") from None
         self._input = self.session.get_inputs()[0].name
+        self.threads = threads
+
+    def describe(self) -> dict:
+        return {**super().describe(), "threads": self.threads or "onnxruntime default"}
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: x})[0]
 
 
-def open_backend(graph: GraphSpec, blobs: dict, model_dir: Path, device: str = "CPU") -> Backend:
-    """Build the backend the manifest's ``graph`` block names from the verified bytes ``blobs`` (name -> bytes)."""
+def open_backend(graph: GraphSpec, blobs: dict, model_dir: Path, device: str = "CPU", threads: int = 0) -> Backend:
+    """Build the backend the manifest's ``graph`` block names from the verified bytes ``blobs`` (name -> bytes).
+    ``threads``: the graph's CPU threads (0: the library's default)."""
     path = Path(model_dir) / graph.file
     if graph.format == "openvino":
-        return OpenVINOBackend.from_bytes(blobs[graph.file], blobs[graph.weights], path, device, graph.precision)
+        return OpenVINOBackend.from_bytes(blobs[graph.file], blobs[graph.weights], path, device, graph.precision,
+                                          threads=threads)
     # ONNX Runtime resolves external data beside the model file: a private dir holds the verified files only
     with private_copy({name: blobs[name] for name in graph.files}) as tmp:
-        return OnnxRuntimeBackend(tmp / graph.file, device, graph.precision, shown_as=path)
+        return OnnxRuntimeBackend(tmp / graph.file, device, graph.precision, threads=threads, shown_as=path)

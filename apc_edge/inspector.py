@@ -9,6 +9,8 @@ Example::
         print(result.score, result.timings)
     inspector.threshold = 1.2 * inspector.threshold   # runtime override, no re-export
     Inspector("models/bottle", index="exact")         # ignore a model dir's HNSW index, search exactly
+    Inspector("models/line2", threads=plan_threads(inspectors=2))   # two cameras in one process
+    inspector.threads                                 # what was used: {"cores": 2, "backend": 2, "blas": 1, ...}
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .model_dir import open_model_dir
 from .preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE, validate_frame
 from .scoring import (ScoreError, ScoreNormalizer, refine_top_patches, region_patches, score_neighbours,
                       smooth_map)
+from .threads import ThreadPlan, apply_thread_plan, plan_threads
 
 
 @dataclass
@@ -54,19 +57,26 @@ class Inspector:
     ``index``: None uses the manifest's index (``exact`` or ``hnsw``); ``"exact"``
     forces exact search; a :class:`NeighbourIndex` is used as given.
     ``max_frame_pixels``: larger frames raise ``ValueError`` (default 100 megapixels).
+    ``threads``: ``"auto"`` (default) sizes the thread pools for one Inspector on this machine's cores
+    (:func:`threads.plan_threads`; BLAS and OpenCV are set for the whole process), a
+    :class:`~apc_edge.threads.ThreadPlan` is used as given, None leaves every library at its own default.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "CPU", threshold: float | None = None,
                  index: NeighbourIndex | str | None = None, require_threshold: bool = True,
-                 max_frame_pixels: int = MAX_FRAME_PIXELS):
+                 max_frame_pixels: int = MAX_FRAME_PIXELS, threads: ThreadPlan | str | None = "auto"):
         if isinstance(index, str) and index not in ("exact", "manifest"):
             raise ValueError(f"index must be 'exact', 'manifest' or a NeighbourIndex, got {index!r}")
         if not (isinstance(max_frame_pixels, int) and max_frame_pixels >= MIN_FRAME_SIDE ** 2):
             raise ValueError(f"max_frame_pixels must be an integer >= {MIN_FRAME_SIDE ** 2}, got {max_frame_pixels!r}")
+        if not (threads is None or threads == "auto" or isinstance(threads, ThreadPlan)):
+            raise ValueError(f"threads must be 'auto', a ThreadPlan or None, got {threads!r}")
         self.max_frame_pixels = max_frame_pixels
         self.model_dir = Path(model_dir)
+        plan = plan_threads() if threads == "auto" else threads
         model = open_model_dir(self.model_dir, device, index="manifest" if index in (None, "manifest") else "exact",
-                               require_threshold=require_threshold)
+                               require_threshold=require_threshold, threads=plan)
+        self.threads = {**plan.describe(), "in_effect": apply_thread_plan(plan)} if plan else {"plan": None}
         self.manifest = m = model.manifest
         self.preprocessor = m.preprocessor
         self.patch_grid = m.patch_grid

@@ -26,6 +26,7 @@ from .backends import Backend, open_backend
 from .bank_file import read_bank
 from .hnsw_file import check_index
 from .index import ExactIndex, HnswIndex, NeighbourIndex
+from .threads import ThreadPlan
 from .manifest import Manifest, ModelDirError, parse_threshold, read_manifest, threshold_limit
 from .model_files import read_verified
 
@@ -45,10 +46,11 @@ class ModelDir:
 
 
 def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "manifest",
-                   require_threshold: bool = True) -> ModelDir:
+                   require_threshold: bool = True, threads: ThreadPlan | None = None) -> ModelDir:
     """Load and check ``model_dir``. ``index="exact"`` skips the manifest's HNSW index (its hash is still
     checked). ``require_threshold=False`` (apc-calibrate) accepts a missing or invalid threshold block:
-    ``manifest.threshold`` is then None and ``manifest.threshold_problem`` says why."""
+    ``manifest.threshold`` is then None and ``manifest.threshold_problem`` says why. ``threads``: the graph's
+    and the HNSW index's thread counts (None: the libraries' defaults)."""
     m = read_manifest(model_dir, threshold_required=require_threshold)
     hnsw = m.index.type == "hnsw" and index == "manifest"
     blobs = read_verified(m.model_dir, m.files, keep={m.memory_bank.file, *m.graph.files,
@@ -58,7 +60,9 @@ def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "man
     limit = threshold_limit(max_norm)
     m = _check_threshold(m, limit, require_threshold)
     search = _open_hnsw(m, blobs.pop(m.index.file), bank) if hnsw else ExactIndex(bank)
-    backend = open_backend(m.graph, blobs, m.model_dir, device)
+    if threads is not None and isinstance(search, HnswIndex):
+        search.threads = threads.hnsw
+    backend = open_backend(m.graph, blobs, m.model_dir, device, threads=threads.backend if threads else 0)
     _check_graph(m, backend)
     return ModelDir(manifest=m, bank=bank, index=search, backend=backend, threshold_limit=limit)
 

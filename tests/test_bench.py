@@ -89,3 +89,16 @@ def test_bench_runs_without_torch(model_dir_openvino):
     proc = subprocess.run([sys.executable, "-c", BLOCKED, str(model_dir_openvino)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "apc-bench: total" in proc.stdout
+
+
+def test_bench_compare_alternates_rounds(model_dir_openvino, tmp_path, capsys):
+    rc = bench_main([str(model_dir_openvino), "--frames", "6", "--warmup", "1", "--rounds", "3", "--no-throughput",
+                     "--compare", str(model_dir_openvino), "--compare-threads-plan", "library",
+                     "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "B / A end to end" in out and "alternating rounds" in out
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert len(r["round_medians_ms"]) == 3 and len(r["compare"]["round_medians_ms"]) == 3
+    assert r["threads"]["policy"] == "auto" and r["compare"]["threads"]["policy"] == "library"
+    assert r["compare"]["median_ratio"] > 0 and set(r["compare"]["latency_ms"]) == set(STAGES)

@@ -6,6 +6,8 @@ Examples::
     apc-bench models/bottle --frames 300 --folder frames/ --json bench.json
     apc-bench models/bottle --index exact                # ignore the model dir's HNSW index
     apc-bench models/bottle --index-crossover 1000,4000,16000   # where HNSW starts to beat exact search
+    apc-bench models/bottle --compare models/bottle_fp32  # two model dirs in alternating rounds: B / A
+    apc-bench models/bottle --compare models/bottle --compare-threads-plan library   # what the thread plan buys
 
 Prints the median and p95 latency of each stage (preprocess, backbone, search,
 scoring, map) and end to end; throughput with several frames in flight (threads
@@ -31,6 +33,7 @@ from ..scoring import embedding_patches
 from ..manifest import ModelDirError
 from ..preprocess import load_image
 from ..sysinfo import peak_rss_mb, system_info
+from ..threads import ThreadPlan, apply_thread_plan, library_default_threads, plan_threads
 from . import args as A
 from .index_crossover import index_crossover
 
@@ -66,13 +69,39 @@ def stats(values) -> dict:
             "mean": round(float(v.mean()), 3), "min": round(float(v.min()), 3)}
 
 
-def sequential(inspector: Inspector, frames, n: int, with_map: bool) -> dict:
+def sequential(inspector: Inspector, frames, n: int, with_map: bool, start: int = 0) -> dict:
+    """Per-stage lists of ``n`` timed checks (frames from ``start`` on)."""
     per_stage = {s: [] for s in STAGES}
-    for i in range(n):
+    for i in range(start, start + n):
         r = inspector.check(frames[i % len(frames)], with_map=with_map)
         for s in STAGES:
             per_stage[s].append(r.timings.get(s, 0.0))
-    return {s: stats(v) for s, v in per_stage.items()}
+    return per_stage
+
+
+def alternating_rounds(sides: list[tuple[Inspector, ThreadPlan | None]], frames, n: int, rounds: int,
+                       with_map: bool) -> list[dict]:
+    """Time ``n`` checks per side in ``rounds`` rounds, the sides' order flipped every round (A B, B A, ...),
+    each side's process-wide thread pools applied before its turn. Per side: stage stats over every
+    frame and the median end to end of each round (their spread shows how steady the machine was)."""
+    per_round = [max(1, n // rounds)] * rounds
+    per_round[-1] += max(0, n - sum(per_round))
+    timings = [{s: [] for s in STAGES} for _ in sides]
+    round_medians: list[list[float]] = [[] for _ in sides]
+    start = 0
+    for r, count in enumerate(per_round):
+        order = range(len(sides)) if r % 2 == 0 else reversed(range(len(sides)))
+        for k in order:
+            inspector, plan = sides[k]
+            if plan is not None:
+                apply_thread_plan(plan)
+            got = sequential(inspector, frames, count, with_map, start)
+            for s in STAGES:
+                timings[k][s] += got[s]
+            round_medians[k].append(round(float(np.median(got["total"])), 3))
+        start += count
+    return [{"latency_ms": {s: stats(v) for s, v in t.items()}, "round_medians_ms": m,
+             "round_spread": round(max(m) / max(min(m), 1e-9), 3)} for t, m in zip(timings, round_medians)]
 
 
 def run_threaded(task, n: int, threads: int) -> float:
@@ -137,33 +166,67 @@ def backbone_throughput(inspector: Inspector, frames, n: int, threads: int) -> d
             "fps": round(n / wall, 2)}
 
 
+def _thread_plan(policy: str) -> ThreadPlan:
+    return plan_threads() if policy == "auto" else library_default_threads()
+
+
+def _model_facts(inspector: Inspector) -> dict:
+    m = inspector.manifest
+    return {"backbone": m.get("backbone", {}).get("name"), "graph_format": m.graph.format,
+            "precision": m.graph.precision, "index": inspector.index.name,
+            "bank": [int(inspector.bank.shape[0]), int(inspector.bank.shape[1])],
+            "input_hw": list(inspector.preprocessor.input_hw), "patch_grid": list(inspector.patch_grid)}
+
+
 def run_bench(args) -> dict:
     sys_before = system_info()
+    index = "exact" if args.index == "exact" else None
+    plan = _thread_plan(args.threads_plan)
     t0 = time.perf_counter()
-    inspector = Inspector(args.model_dir, device=args.device, index="exact" if args.index == "exact" else None)
+    inspector = Inspector(args.model_dir, device=args.device, index=index, threads=plan)
     load_s = time.perf_counter() - t0
-    m = inspector.manifest
+    sides = [(inspector, plan)]
+    if args.compare:
+        other_plan = _thread_plan(args.compare_threads_plan)
+        other = Inspector(args.compare, device=args.device, index=index, threads=other_plan)
+        if other.preprocessor.input_hw != inspector.preprocessor.input_hw and not args.folder:
+            raise ValueError(f"--compare {args.compare} has input {other.preprocessor.input_hw}, not "
+                             f"{inspector.preprocessor.input_hw}: give both the same frames with --folder")
+        sides.append((other, other_plan))
     frames = folder_frames(args.folder, args.frames) if args.folder else \
         synthetic_frames(inspector.preprocessor.input_hw, min(args.frames, 16))
     with_map = not args.no_map
-    for i in range(args.warmup):
-        inspector.check(frames[i % len(frames)], with_map=with_map)
-    latency = sequential(inspector, frames, args.frames, with_map)
+    for inspector_k, plan_k in sides:
+        apply_thread_plan(plan_k)
+        for i in range(args.warmup):
+            inspector_k.check(frames[i % len(frames)], with_map=with_map)
+    measured = alternating_rounds(sides, frames, args.frames, args.rounds, with_map)
+    latency = measured[0]["latency_ms"]
     threads = args.threads or max(2, os.cpu_count() or 2)
     result = {
         "model_dir": str(args.model_dir),
-        "model": {"backbone": m.get("backbone", {}).get("name"), "graph_format": m.graph.format,
-                  "precision": m.graph.precision, "index": inspector.index.name,
-                  "bank": [int(inspector.bank.shape[0]), int(inspector.bank.shape[1])],
-                  "input_hw": list(inspector.preprocessor.input_hw), "patch_grid": list(inspector.patch_grid)},
+        "model": _model_facts(inspector),
         "backend": inspector.backend.describe(),
+        "threads": inspector.threads,
         "frames": {"source": str(args.folder) if args.folder else "synthetic", "distinct": len(frames),
                    "frame_shape": list(frames[0].shape), "measured": args.frames, "warmup": args.warmup,
-                   "with_map": with_map},
+                   "with_map": with_map, "rounds": args.rounds},
         "load_seconds": round(load_s, 3),
         "latency_ms": latency,
+        "round_medians_ms": measured[0]["round_medians_ms"],
+        "round_spread": measured[0]["round_spread"],
         "check_over_backbone": round(latency["total"]["median"] / max(latency["backbone"]["median"], 1e-9), 3),
     }
+    if args.compare:
+        other_latency = measured[1]["latency_ms"]
+        result["compare"] = {
+            "model_dir": str(args.compare), "model": _model_facts(sides[1][0]), "threads": sides[1][0].threads,
+            "latency_ms": other_latency, "round_medians_ms": measured[1]["round_medians_ms"],
+            "round_spread": measured[1]["round_spread"],
+            "median_ratio": round(other_latency["total"]["median"] / max(latency["total"]["median"], 1e-9), 3),
+            "p95_ratio": round(other_latency["total"]["p95"] / max(latency["total"]["p95"], 1e-9), 3),
+        }
+        apply_thread_plan(plan)
     if not args.no_throughput:
         result["throughput"] = {
             "end_to_end": threaded_throughput(inspector, frames, args.frames, threads, with_map),
@@ -189,12 +252,28 @@ def print_report(r: dict, out=None) -> None:
     print(f"{PROG}: {s['cpu']} ({s['logical_cores']} logical cores; {' '.join(s['cpu_flags'])}); backend "
           f"{r['backend']}; load average before {s['load_avg_before']} after {s['load_avg_after']}", file=out)
     f = r["frames"]
+    print(f"{PROG}: threads {_threads_line(r['threads'])}", file=out)
     print(f"{PROG}: {f['measured']} frames ({f['source']}, {f['distinct']} distinct, shape {f['frame_shape']}), "
           f"{f['warmup']} warm-up, anomaly map {'on' if f['with_map'] else 'off'}", file=out)
-    print(f"{PROG}: {'stage':<11}{'median ms':>10}{'p95 ms':>10}", file=out)
-    for stage, v in r["latency_ms"].items():
-        print(f"{PROG}: {stage:<11}{v['median']:>10.2f}{v['p95']:>10.2f}", file=out)
-    print(f"{PROG}: end to end / backbone = {r['check_over_backbone']:.2f}", file=out)
+    c = r.get("compare")
+    if c:
+        print(f"{PROG}: B = {c['model_dir']}: {c['model']['backbone']} {c['model']['precision']}, index "
+              f"{c['model']['index']}, threads {_threads_line(c['threads'])}; timed in alternating rounds", file=out)
+        print(f"{PROG}: {'stage':<11}{'A median':>10}{'A p95':>10}{'B median':>10}{'B p95':>10}", file=out)
+        for stage, v in r["latency_ms"].items():
+            w = c["latency_ms"][stage]
+            print(f"{PROG}: {stage:<11}{v['median']:>10.2f}{v['p95']:>10.2f}{w['median']:>10.2f}{w['p95']:>10.2f}",
+                  file=out)
+    else:
+        print(f"{PROG}: {'stage':<11}{'median ms':>10}{'p95 ms':>10}", file=out)
+        for stage, v in r["latency_ms"].items():
+            print(f"{PROG}: {stage:<11}{v['median']:>10.2f}{v['p95']:>10.2f}", file=out)
+    print(f"{PROG}: end to end / backbone = {r['check_over_backbone']:.2f}; p95 / median = "
+          f"{r['latency_ms']['total']['p95'] / max(r['latency_ms']['total']['median'], 1e-9):.2f}; round medians "
+          f"{r['round_medians_ms']} ms (max / min {r['round_spread']:.2f})", file=out)
+    if c:
+        print(f"{PROG}: B / A end to end: median {c['median_ratio']:.2f}x, p95 {c['p95_ratio']:.2f}x; B round medians "
+              f"{c['round_medians_ms']} ms (max / min {c['round_spread']:.2f})", file=out)
     if "throughput" in r:
         e, b = r["throughput"]["end_to_end"], r["throughput"]["backbone"]
         print(f"{PROG}: throughput end to end {e['fps']:.1f} frames/s ({e['threads']} threads, one Inspector); "
@@ -209,6 +288,15 @@ def print_report(r: dict, out=None) -> None:
     print(f"{PROG}: peak RSS {r['peak_rss_mb']:.0f} MB; model load {r['load_seconds']:.2f} s", file=out)
 
 
+def _threads_line(t: dict) -> str:
+    if t.get("plan", True) is None:
+        return "left to each library"
+    effect = t.get("in_effect", {})
+    graph = t.get("backend") or "library default"
+    return (f"{t.get('policy', '')}: graph {graph}, HNSW {t.get('hnsw')}, BLAS {effect.get('blas')}, "
+            f"OpenCV {effect.get('opencv')} ({t.get('cores')} cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog=PROG, description="Benchmark Inspector.check on this machine.")
     p.add_argument("model_dir", type=A.existing_dir)
@@ -221,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search the model dir's index (default) or force exact search")
     p.add_argument("--threads", type=A.int_range(0, 1024), default=0,
                    help="threads for the throughput runs (default: cores, >= 2)")
+    p.add_argument("--rounds", type=A.int_range(1, 1000), default=4,
+                   help="split the timed frames into this many rounds, alternating with --compare (default %(default)s)")
+    p.add_argument("--compare", type=A.existing_dir, metavar="OTHER_MODEL_DIR",
+                   help="also time this model dir in alternating rounds and print B / A")
+    p.add_argument("--threads-plan", choices=("auto", "library"), default="auto",
+                   help="auto (default): the runtime sizes every thread pool; library: each library's own default")
+    p.add_argument("--compare-threads-plan", choices=("auto", "library"), default="auto",
+                   help="the same for --compare (e.g. --compare SAME_DIR --compare-threads-plan library)")
     p.add_argument("--no-map", action="store_true", help="time the verdict-only path (no anomaly map)")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput runs")
     p.add_argument("--index-crossover", type=A.int_list(1), metavar="N,N,...",

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..inspector import Inspector
+from ..threads import ThreadPlan
 from ..manifest import ModelDirError
 from ..sources import CameraConfig, CameraSource, FolderSource, Frame, FrameSource, SourceError, VideoSource
 from .grabber import EndOfFrames, Grabber
@@ -156,10 +157,12 @@ class Lane:
         self._thread = threading.Thread(target=self._loop, name=f"inspect {spec.name}", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------
-    def open(self) -> None:
+    def open(self, threads: ThreadPlan | None = None) -> None:
         """Load the model, open the source and the verdict log (model first: no camera is
-        touched when the model dir is bad). Raises ModelDirError, SourceError or VerdictLogError."""
-        self.inspector = Inspector(self.spec.model_dir, device=self.spec.device, threshold=self.spec.threshold)
+        touched when the model dir is bad). ``threads``: the plan for this lane's Inspector (default: one
+        Inspector on every core). Raises ModelDirError, SourceError or VerdictLogError."""
+        self.inspector = Inspector(self.spec.model_dir, device=self.spec.device, threshold=self.spec.threshold,
+                                   threads=threads or "auto")
         self.source = self.spec.build_source()
         self.source.open()
         try:

@@ -16,6 +16,7 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
+from ..threads import plan_threads
 from .lane import Lane, LaneSpec
 from .overlay_writer import OverlayBudget, OverlayCounts
 from .stats import LatencyHistogram, rss_mb
@@ -61,8 +62,9 @@ class InspectRun:
         """Load every model and open every source; on any failure, release what was opened."""
         opened = []
         try:
+            threads = plan_threads(inspectors=len(self.lanes))     # the cores shared among the lanes
             for lane in self.lanes:
-                lane.open()
+                lane.open(threads)
                 opened.append(lane)
         except BaseException:
             for lane in opened:
@@ -138,6 +140,7 @@ class InspectRun:
             "check_ms": LatencyHistogram.merged(lane.stats.check for lane in self.lanes).summary(),
             "overlays": _overlay_totals([l_["overlays"] for l_ in lanes]),
             "rss_mb": dict(self.rss_mb),
+            "threads": next((lane.inspector.threads for lane in self.lanes if lane.inspector is not None), None),
             "lanes": lanes,
         }
 

@@ -1,0 +1,41 @@
+"""The runtime sizes the thread pools itself: the graph's, hnswlib's, numpy's BLAS and OpenCV's."""
+import cv2
+import pytest
+
+from apc_edge import Inspector
+from apc_edge.threads import ThreadPlan, apply_thread_plan, blas_threads, library_default_threads, plan_threads
+
+
+def test_plan_shares_the_cores_among_inspectors():
+    assert plan_threads(inspectors=1, cores=8).backend == 8
+    two = plan_threads(inspectors=2, cores=8)
+    assert (two.backend, two.hnsw, two.blas, two.opencv) == (4, 4, 1, 1)
+    assert plan_threads(inspectors=3, cores=2).backend == 1
+    with pytest.raises(ValueError, match="inspectors"):
+        plan_threads(inspectors=0)
+
+
+def test_apply_sets_blas_and_opencv_and_reports_them():
+    try:
+        got = apply_thread_plan(library_default_threads(cores=2))
+        assert got["opencv"] == cv2.getNumThreads() == 2
+        if got["blas"] is None:
+            pytest.skip("numpy's BLAS here is not OpenBLAS: its thread count cannot be read")
+        assert got["blas"] == blas_threads() == 2
+        got = apply_thread_plan(plan_threads(cores=2))
+        assert got == {"blas": 1, "opencv": 1}
+    finally:
+        apply_thread_plan(plan_threads())
+
+
+def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
+    inspector = Inspector(model_dir_openvino)
+    assert inspector.threads["policy"] == "auto" and inspector.threads["in_effect"]["opencv"] == 1
+    assert inspector.backend.describe()["threads"] == inspector.threads["backend"]
+    plan = ThreadPlan(cores=2, inspectors=2, policy="auto", backend=1, hnsw=1, blas=1, opencv=1)
+    one = Inspector(model_dir_openvino, threads=plan)
+    assert one.backend.describe()["threads"] == 1
+    assert Inspector(model_dir_hnsw, threads=plan).index.threads == 1
+    assert Inspector(model_dir_openvino, threads=None).threads == {"plan": None}
+    with pytest.raises(ValueError, match="threads must be"):
+        Inspector(model_dir_openvino, threads=4)
