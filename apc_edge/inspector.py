@@ -25,8 +25,7 @@ from .backends import Backend
 from .index import ExactIndex, NeighbourIndex
 from .model_dir import open_model_dir
 from .preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE, validate_frame
-from .scoring import (ScoreError, ScoreNormalizer, refine_top_patches, region_patches, score_neighbours,
-                      smooth_map)
+from .scoring import ScoreError, ScoreNormalizer, region_patches, score_patches, smooth_map
 from .threads import ThreadPlan, apply_thread_plan, plan_threads
 
 
@@ -148,13 +147,8 @@ class Inspector:
         t2 = time.perf_counter()
         region = self.preprocessor.patch_region(frame.shape, self.patch_grid) if self.part_only else None
         patches, cells = region_patches(emb, region)
-        dist, ids = self.index.search(patches, k=1)
-        dist, ids = dist[:, 0], ids[:, 0]
-        if self._exact is not None:
-            dist, ids, _ = refine_top_patches(patches, dist, ids, self._exact, self.refine_top)
-        t3 = time.perf_counter()
-        scores = score_neighbours(patches, dist, ids, self.patch_grid, self.index, self.bank, self.num_neighbours,
-                                  cells)
+        scores = score_patches(patches, self.patch_grid, self.index, self.bank, self.num_neighbours, cells,
+                               self._exact, self.refine_top)
         raw = float(scores.image_score)
         if not math.isfinite(raw):
             raise ScoreError(f"the image score is {raw} (patch distances overflowed or are undefined): no verdict")
@@ -165,5 +159,6 @@ class Inspector:
             amap = self.preprocessor.map_to_frame(small, frame.shape)
         t5 = time.perf_counter()
         ms = lambda a, b: (b - a) * 1e3  # noqa: E731
-        return raw, amap, {"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "search": ms(t2, t3),
-                           "scoring": ms(t3, t4), "map": ms(t4, t5), "total": ms(t0, t5)}
+        search = scores.timings["search"]
+        return raw, amap, {"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "search": search,
+                           "scoring": ms(t2, t4) - search, "map": ms(t4, t5), "total": ms(t0, t5)}

@@ -3,15 +3,22 @@
 Shared by training (to compute held-out scores and parity references) and the
 runtime, so both score identically.
 
+One scorer: :func:`score_patches` (search, exact refinement of an approximate
+search, Eq. 7, patch map, with stage timings) is what the Inspector, training,
+the HNSW sweep and the INT8 guard all call; :func:`score_embedding` is the same
+for a whole (D, h, w) embedding.
+
 Example::
 
     scores = score_embedding(emb[0], index, bank, num_neighbours=9)
     scores.image_score, scores.patch_map          # float, (h, w) float32
+    scores.timings                                # {"search": ms, "scoring": ms}
     amap = smooth_map(scores.patch_map, (224, 224), sigma=4.0)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -28,6 +35,11 @@ class PatchScores:
     image_score: float       # Eq. 7 reweighted score of the most anomalous patch
     max_patch_score: float   # s*: distance of that patch to its nearest bank patch
     patch_map: np.ndarray    # (h, w) nearest-neighbour distance per patch
+    nearest: np.ndarray | None = None      # (n,) each scored patch's nearest bank distance (after refinement)
+    nearest_ids: np.ndarray | None = None  # (n,) its bank row
+    search_ids: np.ndarray | None = None   # (n,) the index's own answer, before exact refinement
+    refined: int = 0                       # patches searched again exactly
+    timings: dict = field(default_factory=dict)  # ms: "search" (index + refinement), "scoring" (Eq. 7, map)
 
 
 def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
@@ -129,26 +141,41 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
         want *= 2
 
 
+def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIndex, bank: np.ndarray,
+                  num_neighbours: int = 9, cells: np.ndarray | None = None, exact: NeighbourIndex | None = None,
+                  refine_top: int = 16, exclude: np.ndarray | None = None) -> PatchScores:
+    """Score one image's patch rows (n, D) against the bank: the one scorer.
+
+    ``grid``: the patch grid; ``cells``: the flat cells the rows came from (default: all, in order).
+    With an approximate ``index`` the top patches are searched again in ``exact`` (built from ``bank``
+    when not given) so the maximum is exact (:func:`refine_top_patches`). ``exclude``: bank rows that
+    must not be matched (an exact index only), e.g. the rows that came from the image being scored,
+    which scores a bank image as if it had been left out. ``timings`` holds the stages in ms.
+    """
+    if exclude is not None and index.approximate:
+        raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
+    t0 = time.perf_counter()
+    dist, ids = index.search(patches, k=1) if exclude is None else index.search(patches, k=1, exclude=exclude)
+    dist, ids = dist[:, 0], ids[:, 0]
+    search_ids, refined = ids, 0
+    if index.approximate:
+        exact = exact if exact is not None else ExactIndex(bank)
+        dist, ids, refined = refine_top_patches(patches, dist, ids, exact, refine_top)
+    t1 = time.perf_counter()
+    scores = score_neighbours(patches, dist, ids, grid, index, bank, num_neighbours, cells, exclude)
+    t2 = time.perf_counter()
+    return replace(scores, nearest=dist, nearest_ids=ids, search_ids=search_ids, refined=refined,
+                   timings={"search": (t1 - t0) * 1e3, "scoring": (t2 - t1) * 1e3})
+
+
 def score_embedding(embedding: np.ndarray, index: NeighbourIndex, bank: np.ndarray,
                     num_neighbours: int = 9, exact: NeighbourIndex | None = None, refine_top: int = 16,
                     region: np.ndarray | None = None, exclude: np.ndarray | None = None) -> PatchScores:
-    """Score one image's patch embedding, shape (D, h, w); with ``region``, only the cells set there.
-
-    With an approximate ``index`` the top patches are searched again in ``exact``
-    (built from ``bank`` when not given) so the maximum is exact
-    (:func:`refine_top_patches`), as the Inspector does. ``exclude``: bank rows
-    that must not be matched (an exact index only), e.g. the rows that came from
-    the image being scored, which scores a bank image as if it had been left out.
-    """
+    """Score one image's patch embedding, shape (D, h, w) (:func:`score_patches`); with ``region``,
+    only the cells set there."""
     patches, cells = region_patches(embedding, region)
-    if exclude is not None and index.approximate:
-        raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
-    dist, ids = index.search(patches, k=1) if exclude is None else index.search(patches, k=1, exclude=exclude)
-    dist, ids = dist[:, 0], ids[:, 0]
-    if index.approximate:
-        exact = exact if exact is not None else ExactIndex(bank)
-        dist, ids, _ = refine_top_patches(patches, dist, ids, exact, refine_top)
-    return score_neighbours(patches, dist, ids, embedding.shape[1:], index, bank, num_neighbours, cells, exclude)
+    return score_patches(patches, embedding.shape[1:], index, bank, num_neighbours, cells, exact, refine_top,
+                         exclude)
 
 
 def smooth_map(patch_map: np.ndarray, input_hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Choose and build the HNSW index of a memory bank by measurement.
 
-For each M (one build each) and each ef, search the held-out images' patches
-the way the runtime does (HNSW, then the top patches again exactly, see
-:func:`apc_edge.scoring.refine_top_patches`) and compare with exact search: recall@1, relative distance error, the largest
+For each M (one build each) and each ef, score the held-out images with the
+runtime's own scorer (:func:`apc_edge.scoring.score_patches`: HNSW, then the
+top patches again exactly) and compare with exact search: recall@1, relative distance error, the largest
 relative change of the Eq. 7 image score, and the per-image search time. The
 fastest setting meeting the targets wins; ``auto`` keeps exact search unless
 that HNSW setting is also faster than exact search measured the same way.
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
-from apc_edge.scoring import refine_top_patches, region_patches, score_neighbours
+from apc_edge.scoring import region_patches, score_patches
 
 INDEX_MODES = ("exact", "hnsw", "auto")
 M_GRID = (8, 16, 32)
@@ -46,47 +46,43 @@ class IndexChoice:
     report: dict = field(default_factory=dict)
 
 
+@dataclass
+class _SearchPass:
+    """One index's answers over the sweep images, as the runtime's scorer computes them."""
+
+    dists: np.ndarray         # every scored patch's nearest distance (after refinement)
+    ids: np.ndarray           # its bank row
+    search_ids: np.ndarray    # the index's own rows, before refinement
+    scores: np.ndarray        # Eq. 7 image score per image
+    ms_per_image: float       # median search time per image (index + refinement)
+    refined_per_image: float  # patches searched again exactly, on average
+
+
 def _search_all(index: NeighbourIndex, patch_sets: list[tuple], grid, bank, b: int,
-                exact: ExactIndex | None = None, refine_top: int = REFINE_TOP, repeats: int = 2):
-    """Per image (``patch_sets``: (patches, cells) pairs): nearest distances/ids (after refinement, as the
-    runtime does), Eq. 7 score; plus the raw approximate ids and the median per-image search time in ms."""
-    times, dists, ids, raw_ids, scores, refined = [], [], [], [], [], []
-    for rep in range(repeats):
-        for patches, cells in patch_sets:
-            t0 = time.perf_counter()
-            d, j = index.search(patches, k=1)
-            d, j = d[:, 0], j[:, 0]
-            raw = j
-            n_ref = 0
-            if exact is not None:
-                d, j, n_ref = refine_top_patches(patches, d, j, exact, refine_top)
-            times.append((time.perf_counter() - t0) * 1e3)
-            if rep == 0:
-                dists.append(d)
-                ids.append(j)
-                raw_ids.append(raw)
-                refined.append(n_ref)
-                scores.append(score_neighbours(patches, d, j, grid, index, bank, b, cells).image_score)
+                exact: ExactIndex | None = None, refine_top: int = REFINE_TOP, repeats: int = 2) -> _SearchPass:
+    """Score every image (``patch_sets``: (patches, cells) pairs) with ``score_patches``, ``repeats`` times."""
+    passes = [[score_patches(patches, grid, index, bank, b, cells, exact, refine_top) for patches, cells in patch_sets]
+              for _ in range(repeats)]
     # repeats interleave with other work on a shared machine: take the better pass per image
-    per_image = np.minimum.reduce(np.array(times).reshape(repeats, len(patch_sets)), axis=0)
-    return (np.concatenate(dists), np.concatenate(ids), np.array(scores), float(np.median(per_image)),
-            np.concatenate(raw_ids), float(np.mean(refined)))
+    per_image = np.min([[s.timings["search"] for s in one] for one in passes], axis=0)
+    first = passes[0]
+    return _SearchPass(np.concatenate([s.nearest for s in first]), np.concatenate([s.nearest_ids for s in first]),
+                       np.concatenate([s.search_ids for s in first]), np.array([s.image_score for s in first]),
+                       float(np.median(per_image)), float(np.mean([s.refined for s in first])))
 
 
-def _accuracy(exact, approx) -> dict:
-    d_ex, id_ex, s_ex = exact[:3]
-    d_ap, id_ap, s_ap = approx[:3]
-    same = (id_ap == id_ex) | np.isclose(d_ap, d_ex, rtol=1e-6, atol=1e-7)
-    same_raw = approx[4] == id_ex
+def _accuracy(exact: _SearchPass, approx: _SearchPass) -> dict:
+    same = (approx.ids == exact.ids) | np.isclose(approx.dists, exact.dists, rtol=1e-6, atol=1e-7)
+    same_raw = approx.search_ids == exact.ids
     # relative to the distance, but never to less than a tenth of the median one: patches that nearly equal a
     # bank row have distances near zero, where float rounding alone makes any ratio explode
-    floor = max(0.1 * float(np.median(d_ex)), 1e-12)
-    rel = (d_ap - d_ex) / np.maximum(d_ex, floor)
-    score_rel = np.abs(s_ap - s_ex) / np.maximum(np.abs(s_ex), 1e-12)
+    floor = max(0.1 * float(np.median(exact.dists)), 1e-12)
+    rel = (approx.dists - exact.dists) / np.maximum(exact.dists, floor)
+    score_rel = np.abs(approx.scores - exact.scores) / np.maximum(np.abs(exact.scores), 1e-12)
     return {"recall_at_1": float(same.mean()), "recall_at_1_before_refinement": float(same_raw.mean()),
             "rel_dist_error_mean": float(rel.mean()), "rel_dist_error_p99": float(np.quantile(rel, 0.99)),
             "rel_dist_error_max": float(rel.max()), "image_score_max_rel_change": float(score_rel.max()),
-            "refined_patches_per_image": round(approx[5], 1)}
+            "refined_patches_per_image": round(approx.refined_per_image, 1)}
 
 
 def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
@@ -121,7 +117,7 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
             index.ef = ef
             approx = _search_all(index, patch_sets, grid, bank, num_neighbours, exact_index, refine_top)
             row = {"M": m, "ef_construction": ef_construction, "ef": ef, "build_s": round(build_s, 2),
-                   "search_ms_per_image": round(approx[3], 3), **_accuracy(exact, approx)}
+                   "search_ms_per_image": round(approx.ms_per_image, 3), **_accuracy(exact, approx)}
             row["meets_targets"] = (row["recall_at_1"] >= targets.min_recall
                                     and row["image_score_max_rel_change"] <= targets.max_score_change)
             rows.append(row)
@@ -129,8 +125,8 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                 if best is None or row["search_ms_per_image"] < best[0]["search_ms_per_image"]:
                     best = (row, index, ef)
                 break                       # larger ef only costs time
-    report = {"targets": asdict(targets), "n_images": len(embeddings), "n_queries": int(exact[0].size),
-              "exact_search_ms_per_image": round(exact[3], 3), "sweep": rows}
+    report = {"targets": asdict(targets), "n_images": len(embeddings), "n_queries": int(exact.dists.size),
+              "exact_search_ms_per_image": round(exact.ms_per_image, 3), "sweep": rows}
     if best is None:
         if mode == "hnsw":
             top = max(rows, key=lambda r: (r["recall_at_1"], -r["image_score_max_rel_change"]))
@@ -142,9 +138,9 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                                            "reason": "no HNSW setting met the targets", "measurement": report})
     row, index, ef = best
     index.ef = ef
-    if mode == "auto" and row["search_ms_per_image"] >= exact[3]:
+    if mode == "auto" and row["search_ms_per_image"] >= exact.ms_per_image:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
-                                           "reason": f"exact {exact[3]:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "
+                                           "reason": f"exact {exact.ms_per_image:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "
                                                      f"ms per image", "measurement": report})
     block = {"type": "hnsw", "file": "index.hnsw", "space": "l2", "M": row["M"],
              "ef_construction": ef_construction, "ef": ef, "refine_top": refine_top,

@@ -151,11 +151,11 @@ def test_auto_keeps_exact_for_small_banks(model_dir_openvino):
 def test_distance_error_stays_meaningful_when_exact_distances_are_near_zero():
     import numpy as np
 
-    from apc_edge.export.hnsw_build import _accuracy
+    from apc_edge.export.hnsw_build import _accuracy, _SearchPass
 
     d_ex = np.array([1e-9, 2.0, 2.0, 2.0], np.float32)            # one patch equals a bank row
     d_ap = d_ex + np.float32(1e-4)                                 # rounding-sized differences
     ids = np.arange(4)
-    report = _accuracy((d_ex, ids, np.ones(1)), (d_ap, ids, np.ones(1), 0.0, ids, 0.0))
+    report = _accuracy(_SearchPass(d_ex, ids, ids, np.ones(1), 1.0, 0.0), _SearchPass(d_ap, ids, ids, np.ones(1), 1.0, 0.0))
     assert report["rel_dist_error_max"] < 1e-3                     # not 1e5
     assert report["recall_at_1"] == 1.0
