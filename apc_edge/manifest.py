@@ -258,8 +258,8 @@ def threshold_limit(max_row_norm: float) -> float:
 
 
 def validate_preprocess(block: "_Block") -> Preprocessor:
-    """Range checks of the preprocessing keys (``resize``, ``crop``, ``mean``, ``std``, ``mode``, ``scale``),
-    then :meth:`Preprocessor.from_dict` on the whole block."""
+    """Range checks of the preprocessing keys (``resize``, ``crop``, ``mean``, ``std``, ``mode``, ``scale``,
+    ``channels``, ``bit_depth``), then :meth:`Preprocessor.from_dict` on the whole block."""
     resize = block.ints("resize", 2, 1, MAX_INPUT_SIDE)
     crop = block.ints("crop", 2, 1, MAX_INPUT_SIDE, default=None)
     if crop is not None and (crop[0] > resize[0] or crop[1] > resize[1]):
@@ -269,6 +269,7 @@ def validate_preprocess(block: "_Block") -> Preprocessor:
     mode = block.choice("mode", ("stretch", "pad"), default="stretch")
     block.number("scale", *SCALE_RANGE, default=1.0)
     block.choice("channels", CHANNEL_KINDS, default="any")
+    block.int("bit_depth", 8, 16, default=8)
     if mode == "pad" and crop is not None:
         raise block.error("crop", "must be null in pad mode", list(crop))
     try:

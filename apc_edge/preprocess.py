@@ -30,16 +30,17 @@ def image_kind(image: np.ndarray) -> str:
 
 
 def validate_frame(frame: object, max_pixels: int | None = MAX_FRAME_PIXELS) -> np.ndarray:
-    """Return ``frame`` if it is a usable uint8 mono or BGR image, else raise ``ValueError``.
+    """Return ``frame`` if it is a usable uint8 or uint16 mono or BGR image, else raise ``ValueError``.
 
-    Accepted: ``uint8`` arrays of shape (H, W), (H, W, 1) or (H, W, 3), with both
+    Accepted: ``uint8`` or ``uint16`` (a 10- to 16-bit camera or file, see :func:`to_8bit`) arrays of
+    shape (H, W), (H, W, 1) or (H, W, 3), with both
     sides at least ``MIN_FRAME_SIDE`` pixels and at most ``max_pixels`` pixels (a larger frame
     would be resized for seconds, not judged in milliseconds; ``None``: no limit).
     """
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise ValueError(f"frame dtype must be uint8, got {frame.dtype}")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"frame dtype must be uint8 or uint16, got {frame.dtype}")
     if frame.ndim not in (2, 3):
         raise ValueError(f"frame must be HxW (mono) or HxWx3 (BGR), got {frame.ndim} dimensions {frame.shape}")
     if frame.ndim == 3 and frame.shape[2] not in (1, 3):
@@ -55,19 +56,47 @@ def validate_frame(frame: object, max_pixels: int | None = MAX_FRAME_PIXELS) -> 
     return frame
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 mono (H, W) or BGR (H, W, 3); ``ValueError`` if it cannot be."""
+def bit_depth_of(image: np.ndarray) -> int:
+    """Significant bits of an image's values: 8 for uint8, else the bits its largest value needs (at least 9,
+    so that a dark 16-bit image is not taken for an 8-bit one)."""
+    if image.dtype == np.uint8:
+        return 8
+    return int(min(16, max(9, int(image.max()).bit_length())))
+
+
+def to_8bit(frame: np.ndarray, bit_depth: int = 16) -> np.ndarray:
+    """A uint8 frame as it is; a uint16 frame scaled from ``bit_depth`` bits (9-16; a 12-bit camera: 12) to
+    0..255, values above that range clipped. One fixed scale for every frame, so brightness means the same
+    on every image (never each image's own maximum).
+
+    Example::
+
+        to_8bit(mono12_frame, bit_depth=12)       # 4095 -> 255
+    """
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype != np.uint16:
+        raise ValueError(f"frame dtype must be uint8 or uint16, got {frame.dtype}")
+    if not (isinstance(bit_depth, int) and 9 <= bit_depth <= 16):
+        raise ValueError(f"bit depth of a uint16 frame must be an integer in 9..16, got {bit_depth!r}")
+    return cv2.convertScaleAbs(frame, alpha=255.0 / ((1 << bit_depth) - 1))
+
+
+def load_image(path: str | Path, bit_depth: int | None = None) -> np.ndarray:
+    """Read an image file as mono (H, W) or BGR (H, W, 3): uint8, or uint16 for a 16-bit file (BGRA loses
+    its alpha; a colour file whose channels are equal is mono). ``bit_depth``: also bring it to uint8 with
+    :func:`to_8bit` at that depth (what CutPaste and reports need). ``ValueError`` if it cannot be read."""
     path = Path(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"cannot read image file {path}")
-    if img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: {img.dtype} pixels are not supported (8- or 16-bit integer images only)")
     if img.ndim == 3 and img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     if img.ndim == 3 and img.shape[2] == 3 and _is_grey(img):
         img = img[:, :, 0].copy()
-    return img
+    return img if bit_depth is None else to_8bit(img, bit_depth)
 
 
 def _is_grey(img: np.ndarray) -> bool:
@@ -81,6 +110,10 @@ class Preprocessor:
     ``channels`` says what the model was trained on: a ``"color"`` model refuses mono frames
     (``ValueError``: a colour defect cannot be seen in them), a ``"mono"`` model turns colour frames grey
     first, ``"any"`` (models made before it was recorded, mixed training sets) takes both.
+
+    ``bit_depth``: the significant bits of the training images (8, or 9-16 for 16-bit files). A uint16
+    frame is scaled to 0..255 from that many bits (from 16 for a model trained on 8-bit images), a uint8
+    frame is used as it is (:func:`to_8bit`).
 
     ``mode="stretch"`` resizes every frame to ``resize``. ``mode="pad"`` keeps the
     pixel scale fixed instead: the frame is scaled by ``scale`` (less if it would not
@@ -96,6 +129,7 @@ class Preprocessor:
     mode: str = "stretch"                         # "stretch" or "pad"
     scale: float = 1.0                            # pad mode: pixel scale factor
     channels: str = "any"                         # what the model was trained on: "color", "mono" or "any"
+    bit_depth: int = 8                            # significant bits of the training images (8, or 9..16)
 
     def __post_init__(self):
         if self.mode not in ("stretch", "pad"):
@@ -104,6 +138,17 @@ class Preprocessor:
             raise ValueError(f"preprocessing channels must be one of {', '.join(CHANNEL_KINDS)}, got {self.channels!r}")
         if self.mode == "pad" and (self.crop or not self.scale > 0):
             raise ValueError("pad mode takes a positive scale and no crop")
+        if not (isinstance(self.bit_depth, int) and not isinstance(self.bit_depth, bool) and 8 <= self.bit_depth <= 16):
+            raise ValueError(f"preprocessing bit_depth must be an integer in 8..16, got {self.bit_depth!r}")
+
+    @property
+    def uint16_bits(self) -> int:
+        """The bit depth a uint16 frame is scaled from."""
+        return self.bit_depth if self.bit_depth > 8 else 16
+
+    def to_8bit(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` as uint8, by this model's bit-depth rule (:func:`to_8bit`)."""
+        return to_8bit(frame, self.uint16_bits)
 
     def placement(self, frame_hw: tuple[int, ...]) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the frame on the resized canvas."""
@@ -140,7 +185,7 @@ class Preprocessor:
                        mean=tuple(float(v) for v in d["mean"]),
                        std=tuple(float(v) for v in d["std"]),
                        mode=str(d.get("mode", "stretch")), scale=float(d.get("scale", 1.0)),
-                       channels=str(d.get("channels", "any")))
+                       channels=str(d.get("channels", "any")), bit_depth=d.get("bit_depth", 8))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid preprocessing block {d!r}: {exc}") from None
 
@@ -163,7 +208,7 @@ class Preprocessor:
         return top, left, ch, cw
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Turn a uint8 mono/BGR frame into a (1, 3, H, W) float32 tensor."""
+        """Turn a uint8 or uint16 mono/BGR frame into a (1, 3, H, W) float32 tensor."""
         return self.batch([frame])
 
     def batch(self, frames: list[np.ndarray]) -> np.ndarray:
@@ -172,7 +217,7 @@ class Preprocessor:
         mean = np.asarray(self.mean, np.float32)
         inv_std = 1.0 / np.asarray(self.std, np.float32)
         for i, frame in enumerate(frames):
-            rgb = self._to_rgb_resized(validate_frame(frame, max_pixels=None))   # the caller sets the size limit
+            rgb = self._to_rgb_resized(self.to_8bit(validate_frame(frame, max_pixels=None)))  # caller sets the limit
             x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
             x = (x - mean) * inv_std
             out[i] = x.transpose(2, 0, 1)

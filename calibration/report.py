@@ -64,7 +64,7 @@ def overlay_grid(scored, inspector, tile: int = 224, per_row: int = 8, max_tiles
     picks = order if len(order) <= max_tiles else order[:half] + order[-half:]
     tiles = []
     for s in picks:
-        frame = load_image(s.sample.path)
+        frame = inspector.preprocessor.to_8bit(load_image(s.sample.path))
         full = frame_map(inspector.preprocessor, s.input_map, frame.shape)
         verdict = "NG" if s.raw_score >= inspector.threshold else "OK"
         img = overlay(frame, full, inspector.threshold)

@@ -42,8 +42,9 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def cutpaste_anomalies(paths: list[Path], n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` synthetic anomalies from the good images at ``paths`` (at least 2), each the size of its target.
+def cutpaste_anomalies(paths: list[Path], n: int, seed: int = 0, bit_depth: int = 16) -> list[np.ndarray]:
+    """``n`` synthetic uint8 anomalies from the good images at ``paths`` (at least 2), each the size of its
+    target; 16-bit files are brought to 8 bits from ``bit_depth`` bits (``Preprocessor.uint16_bits``).
 
     A mono target stays mono (the pasted rectangle is brightness-jittered only), so the anomalies go
     through the same preprocessing as the goods.
@@ -54,8 +55,8 @@ def cutpaste_anomalies(paths: list[Path], n: int, seed: int = 0) -> list[np.ndar
     out = []
     for i in range(int(n)):
         t, s = rng.choice(len(paths), 2, replace=False)
-        target = load_image(paths[int(t)])
-        source = load_image(paths[int(s)])
+        target = load_image(paths[int(t)], bit_depth)
+        source = load_image(paths[int(s)], bit_depth)
         if source.shape[:2] != target.shape[:2]:
             source = cv2.resize(source, (target.shape[1], target.shape[0]), interpolation=cv2.INTER_AREA)
         rgb, _ = cut_paste(_to_rgb(target), _to_rgb(source), _rectangle_mask(target.shape[:2], rng), rng)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apc_edge.preprocess import image_kind, load_image
+from apc_edge.preprocess import bit_depth_of, image_kind, load_image
 
 PIXEL_BUDGET = 512 * 512     # most pixels the model input (or the median image in pad mode) is given
 MIN_SIDE = 256               # images with a shorter side are enlarged to it
@@ -51,15 +51,18 @@ class InputPlan:
         return {"mode": self.mode, "resize": list(self.resize), "scale": round(self.scale, 4), "reason": self.reason}
 
 
-def image_facts(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str]]:
-    """(height, width) and kind (``"mono"``/``"color"``, as :func:`load_image` reads it) of each image file
-    (``ValueError`` naming one it cannot read)."""
-    sizes, kinds = [], []
+def image_facts(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str], int]:
+    """(height, width) and kind (``"mono"``/``"color"``, as :func:`load_image` reads it) of each image file,
+    and the bit depth of the set (``Preprocessor.bit_depth``: 8 if every file is 8-bit, else the bits the
+    largest 16-bit value needs). ``ValueError`` names a file it cannot read."""
+    sizes, kinds, depth = [], [], 8
     for p in paths:
         img = load_image(p)
         sizes.append((int(img.shape[0]), int(img.shape[1])))
         kinds.append(image_kind(img))
-    return sizes, kinds
+        if img.dtype != np.uint8:
+            depth = max(depth, bit_depth_of(img))
+    return sizes, kinds, depth
 
 
 def channels_of(kinds: list[str]) -> str:

@@ -31,7 +31,7 @@ from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, Quantizat
                                              embed_images, guard_failures)
 from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
-from apc_edge.preprocess import patch_regions
+from apc_edge.preprocess import Preprocessor, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
@@ -323,7 +323,8 @@ def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -
     if real and all(p.is_file() for p in real):
         return real, "real (the run's few-shot anomalies)"
     if opts.guard_synthetic and len(bank_paths) >= 2:
-        return cutpaste_anomalies(bank_paths, opts.guard_synthetic, opts.seed), "synthetic CutPaste"
+        bits = Preprocessor.from_dict(info["preprocess"]).uint16_bits
+        return cutpaste_anomalies(bank_paths, opts.guard_synthetic, opts.seed, bits), "synthetic CutPaste"
     return [], ""
 
 

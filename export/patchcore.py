@@ -55,6 +55,7 @@ class TrainConfig:
     resize_mode: str = "auto"             # "auto": chosen from the training image sizes; "stretch"; "pad"
     scale: float | None = None            # pixel scale factor in pad mode; None: chosen from the training images
     channels: str | None = None           # "color", "mono" or "any"; None: what the training images are
+    bit_depth: int | None = None          # 8, or 9..16 for 16-bit images; None: what the training images are
     coreset_ratio: float = 0.1
     max_bank_rows: int | None = 40_000    # coreset size cap (training time grows with patches x bank rows); None: none
     projection_dim: int = 128
@@ -82,8 +83,9 @@ def resolve_input(cfg: TrainConfig, paths: list[Path]) -> TrainConfig:
         raise ValueError(f"resize_mode must be 'auto', 'stretch' or 'pad', got {cfg.resize_mode!r}")
     if cfg.input_plan is not None:
         return cfg
-    sizes, kinds = image_facts(paths)
+    sizes, kinds, depth = image_facts(paths)
     channels = cfg.channels or channels_of(kinds)
+    cfg = replace(cfg, bit_depth=cfg.bit_depth or depth)
     mode = cfg.resize_mode if cfg.resize_mode != "auto" else ("stretch" if cfg.resize or cfg.crop else None)
     if mode == "stretch" and cfg.resize:
         return replace(cfg, resize_mode="stretch", scale=1.0, channels=channels,
@@ -106,6 +108,7 @@ def make_preprocessor(cfg: TrainConfig, backbone) -> Preprocessor:
     mode = "stretch" if cfg.resize_mode == "auto" else cfg.resize_mode
     return Preprocessor(resize=tuple(cfg.resize), crop=tuple(cfg.crop) if cfg.crop else None,
                         mode=mode, scale=cfg.scale or 1.0, channels=cfg.channels or "any",
+                        bit_depth=cfg.bit_depth or 8,
                         mean=tuple(backbone.input_mean), std=tuple(backbone.input_std))
 
 

@@ -356,3 +356,16 @@ def test_runtime_cli_imports_without_torch():
             "assert 'torch' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_frames_over_the_pixel_limit_get_error_verdicts(model_dir_openvino, frames_dir, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(model_dir_openvino), "--folder", str(frames_dir), "--out", str(out), "-q",
+                 "--max-frame-pixels", "4096"]) == 3          # the 256x256 frames are over 64x64: nothing judged
+    recs = lines(out / "verdicts.jsonl")
+    assert len(recs) == 6 and all(r["verdict"] == "ERROR" and "too large" in r["error"] for r in recs)
+
+
+def test_max_frame_pixels_is_validated(model_dir_openvino, frames_dir, capsys):
+    assert main([str(model_dir_openvino), "--folder", str(frames_dir), "--max-frame-pixels", "10"]) == 2
+    assert "--max-frame-pixels" in capsys.readouterr().err

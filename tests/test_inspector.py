@@ -56,7 +56,8 @@ def test_a_mono_model_turns_colour_frames_grey_as_it_was_trained():
 
 
 @pytest.mark.parametrize("frame, problem", [
-    (np.zeros((100, 100, 3), np.uint16), "dtype"),
+    (np.zeros((100, 100, 3), np.float32), "dtype"),
+    (np.zeros((100, 100, 3), np.int16), "dtype"),
     (np.zeros((100, 100, 2), np.uint8), "channels"),
     (np.zeros((4, 100), np.uint8), "too small"),
     (np.zeros((100,), np.uint8), "dimensions"),

@@ -187,6 +187,8 @@ def test_threshold_override_refused(model_dir_onnx, value):
     ("scale", -1, r"preprocess\.scale must be a finite number in \[0\.001, 1000\]"),
     ("mode", "tile", r"preprocess\.mode must be one of 'stretch', 'pad'"),
     ("channels", "rgb", r"preprocess\.channels must be one of 'color', 'mono', 'any'"),
+    ("bit_depth", 17, r"preprocess\.bit_depth must be an integer in \[8, 16\]"),
+    ("bit_depth", "12", r"preprocess\.bit_depth must be an integer in \[8, 16\]"),
 ])
 def test_bad_preprocessing(onnx, key, value, pattern):
     edit(onnx, lambda m: m["preprocess"].update({key: value}))

@@ -94,3 +94,56 @@ def test_pad_mode_rejects_bad_settings():
         Preprocessor(mode="zoom")
     with pytest.raises(ValueError, match="pad mode"):
         Preprocessor(mode="pad", crop=(10, 10))
+
+
+def test_16_bit_frames_scale_by_the_models_bit_depth_not_by_their_own_maximum(tmp_path):
+    from apc_edge.preprocess import bit_depth_of, to_8bit
+
+    dark = np.full((40, 40), 1000, np.uint16)
+    bright = np.full((40, 40), 4095, np.uint16)
+    assert bit_depth_of(bright) == 12 and bit_depth_of(np.zeros((4, 4), np.uint16)) == 9
+    assert bit_depth_of(np.zeros((4, 4), np.uint8)) == 8
+    assert to_8bit(bright, 12).max() == 255 and to_8bit(dark, 12).max() == round(1000 * 255 / 4095)
+    twelve = Preprocessor(resize=(32, 32), bit_depth=12)
+    eight = Preprocessor(resize=(32, 32))
+    as_uint8 = np.full((40, 40), round(1000 * 255 / 4095), np.uint8)
+    np.testing.assert_allclose(twelve(dark), twelve(as_uint8), atol=1e-6)
+    np.testing.assert_allclose(eight(dark.astype(np.uint16) * 16), eight(to_8bit(dark * 16, 16)), atol=1e-6)
+    assert not np.allclose(twelve(dark), twelve(bright))          # brightness survives: no per-image stretch
+    cv2.imwrite(str(tmp_path / "d.png"), dark)
+    assert load_image(tmp_path / "d.png").dtype == np.uint16
+    assert load_image(tmp_path / "d.png", bit_depth=12).dtype == np.uint8
+    with pytest.raises(ValueError, match="bit_depth"):
+        Preprocessor(bit_depth=17)
+    with pytest.raises(ValueError, match="bit depth"):
+        to_8bit(dark, 8)
+
+
+def test_training_records_the_bit_depth_of_16_bit_images(synthetic_category, tmp_path):
+    """A 12-bit data set (16-bit PNGs holding 0..4095) trains with bit_depth 12, and a model dir scores a
+    uint16 frame exactly as its 8-bit equivalent."""
+    import shutil
+
+    from apc_edge import Inspector
+    from apc_edge.export.model_export import ExportOptions, export_model
+    from apc_edge.export.patchcore import TrainConfig, fit_patchcore
+
+    data = tmp_path / "washer12"
+    shutil.copytree(synthetic_category, data)
+    for png in (data / "train" / "good").glob("*.png"):
+        img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(png), (img.astype(np.uint32) * 4095 // 255).astype(np.uint16))
+    info = fit_patchcore(data, tmp_path / "run", TrainConfig(resize=(64, 64), coreset_ratio=0.5))
+    assert info["preprocess"]["bit_depth"] == 12
+    export_model(tmp_path / "run", tmp_path / "model", options=ExportOptions(target="onnx", index="exact"))
+    inspector = Inspector(tmp_path / "model")
+    assert inspector.preprocessor.bit_depth == 12
+    frame8 = load_image(sorted((data / "test" / "good").glob("*.png"))[0])
+    frame12 = (frame8.astype(np.uint32) * 4095 // 255).astype(np.uint16)
+    assert inspector.check(frame12).raw_score == pytest.approx(inspector.check(to8(frame12)).raw_score, rel=1e-5)
+
+
+def to8(frame12):
+    from apc_edge.preprocess import to_8bit
+
+    return to_8bit(frame12, 12)

@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 from ..manifest import ModelDirError
+from ..preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE
 from ..runtime import InspectRun, LaneSpec, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
 from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
 from ..runtime.overlay_writer import OverlayBudget
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=A.output_dir, default=Path("apc-inspect-out"),
                      help="output folder (default %(default)s)")
     out.add_argument("--max-frames", type=A.positive_int, metavar="N", help="stop after N frames (per camera)")
+    p.add_argument("--max-frame-pixels", type=A.int_range(MIN_FRAME_SIDE ** 2, 10 ** 10), default=MAX_FRAME_PIXELS,
+                   metavar="N", help="larger frames get an ERROR verdict instead of seconds of resizing "
+                                     "(default %(default)s)")
     out.add_argument("--ng-images-max", type=A.non_negative_int, metavar="N",
                      help="write at most N NG overlay PNGs per camera and run (default: all; 0: none)")
     out.add_argument("--ng-bytes-max", type=A.size_bytes, default=DEFAULT_NG_BYTES_MAX, metavar="SIZE",
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise ConfigError(f"model dir not found: {spec.model_dir}")
             budget = OverlayBudget(max_images=args.ng_images_max, max_bytes=args.ng_bytes_max,
                                    min_free_bytes=int(args.min_free_mb * 2**20))
-            run = InspectRun(specs, args.out, max_frames=args.max_frames, overlay_budget=budget, status=status)
+            run = InspectRun(specs, args.out, max_frames=args.max_frames, overlay_budget=budget, status=status,
+                             max_frame_pixels=args.max_frame_pixels)
             run.open()
         except (ConfigError, ModelDirError, SourceError, VerdictLogError, ValueError) as exc:
             print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)

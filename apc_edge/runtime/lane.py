@@ -24,6 +24,7 @@ from pathlib import Path
 from ..inspector import Inspector
 from ..threads import ThreadPlan
 from ..manifest import ModelDirError
+from ..preprocess import MAX_FRAME_PIXELS
 from ..sources import CameraConfig, CameraSource, FolderSource, Frame, FrameSource, SourceError, VideoSource
 from .grabber import EndOfFrames, Grabber
 from .overlay_writer import OverlayBudget, OverlayWriter
@@ -135,11 +136,12 @@ class Lane:
     """
 
     def __init__(self, spec: LaneSpec, out_dir: str | Path, run_id: str, max_frames: int | None = None,
-                 overlay_budget: OverlayBudget | None = None):
+                 overlay_budget: OverlayBudget | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self.max_frames = max_frames
+        self.max_frame_pixels = max_frame_pixels
         self.overlay_budget = overlay_budget or OverlayBudget()
         self.stats = LaneStats()
         self.inspector: Inspector | None = None
@@ -162,7 +164,7 @@ class Lane:
         touched when the model dir is bad). ``threads``: the plan for this lane's Inspector (default: one
         Inspector on every core). Raises ModelDirError, SourceError or VerdictLogError."""
         self.inspector = Inspector(self.spec.model_dir, device=self.spec.device, threshold=self.spec.threshold,
-                                   threads=threads or "auto")
+                                   threads=threads or "auto", max_frame_pixels=self.max_frame_pixels)
         self.source = self.spec.build_source()
         self.source.open()
         try:
@@ -309,7 +311,8 @@ class Lane:
         self.stats.latency.add(latency_ms)
         self.stats.check.add(result.timings["total"])
         if overlay_rel:
-            self.writer.put(self.out_dir / overlay_rel, frame.image, result.anomaly_map, result.threshold,
+            shown = self.inspector.preprocessor.to_8bit(frame.image)      # a 16-bit frame, as the model saw it
+            self.writer.put(self.out_dir / overlay_rel, shown, result.anomaly_map, result.threshold,
                             label=f"NG {result.score:.2f}  #{frame.frame_id}")
 
     def _log_error_verdict(self, frame: Frame, gap: int, exc: Exception) -> None:
