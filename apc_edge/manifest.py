@@ -80,6 +80,8 @@ class GraphSpec:
     precision: str                     # "fp32" | "fp16" | "int8"
     weights: str | None                # OpenVINO: the .bin with the same stem as the .xml
     external_data: tuple[str, ...]     # ONNX: external-data files (manifest key graph.external_data)
+    probe: tuple[float, ...] | None = None   # channel means on the probe input (graph_probe); None: not recorded
+    probe_tolerance: float = 0.05
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -412,8 +414,16 @@ def _graph(b: "_Block", files: dict) -> GraphSpec:
         if not isinstance(names, list) or len(names) > MAX_FILES:
             raise b.error("external_data", f"must be a list of at most {MAX_FILES} file names", names)
         external = tuple(b.file_name_value(name, "external_data", files) for name in names)
+    probe, tolerance = None, 0.05
+    if b.value.get("probe") is not None:
+        p = _Block(b.value["probe"], "graph.probe", b.where)
+        means = p.value.get("channel_means")
+        if not isinstance(means, list) or not 1 <= len(means) <= MAX_EMBEDDING_DIM:
+            raise p.error("channel_means", f"must be a list of 1 to {MAX_EMBEDDING_DIM} finite numbers", means)
+        probe = p.numbers("channel_means", len(means), -1e6, 1e6)
+        tolerance = p.number("tolerance", 0.0, 1.0, default=0.05, open_lo=True)
     return GraphSpec(file=file, format=fmt, precision=b.choice("precision", PRECISIONS, default="fp32"),
-                     weights=weights, external_data=external)
+                     weights=weights, external_data=external, probe=probe, probe_tolerance=float(tolerance))
 
 
 def _index(b: "_Block", files: dict) -> IndexSpec:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import graph_probe
 from .backends import Backend, open_backend
 from .bank_file import read_bank
 from .hnsw_file import check_index
@@ -137,3 +138,13 @@ def _check_graph(m: Manifest, backend: Backend) -> None:
                             f"{m.embedding_dim}, patch_grid {list(m.patch_grid)})")
     if not np.isfinite(out).all():
         raise ModelDirError(f"{where} outputs NaN or inf on a zero input: its weights are not usable")
+    if m.graph.probe is not None:
+        if len(m.graph.probe) != m.embedding_dim:
+            raise ModelDirError(f"{m.path}: graph.probe.channel_means has {len(m.graph.probe)} values, but "
+                                f"embedding_dim is {m.embedding_dim}")
+        diff = graph_probe.difference(list(m.graph.probe), backend, (h, w))
+        if not diff <= m.graph.probe_tolerance:
+            raise ModelDirError(f"{where} does not compute what was exported: its outputs on the probe image "
+                                f"differ from graph.probe in {m.path} by {diff:.3g} (relative; at most "
+                                f"{m.graph.probe_tolerance:g} allowed). The graph was replaced or altered; "
+                                f"re-export the model dir")

@@ -31,6 +31,7 @@ from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, Quantizat
                                              embed_images, guard_failures)
 from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
+from apc_edge import graph_probe
 from apc_edge.preprocess import Preprocessor, patch_regions
 from apc_edge.scoring import score_embedding
 
@@ -278,7 +279,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             threshold = {**robust_good_threshold(loo_scores, target), "computed_with": computed_with}
 
         graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
-                 "output": "embedding", "input_shape": [1, 3, *pre.input_hw]}
+                 "output": "embedding", "input_shape": [1, 3, *pre.input_hw],
+                 "probe": graph_probe.fingerprint(final, pre.input_hw)}     # what the loader checks it computes
         if opts.target == "openvino":
             graph["cpu_inference_precision_hint"] = "f32"
         manifest = {
