@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apc-train: {line}")
     total = s["total"] + (ft["seconds"] if ft else 0.0)
     print(f"apc-train: train time {total:.1f} s (" + (f"fine-tuning {ft['seconds']:.1f} s, " if ft else "")
-          + f"features {s['features']:.1f} s, coreset {s['coreset']:.1f} s, threshold {s['threshold']:.1f} s) "
+          + f"features {s['features']:.1f} s ({tr.get('features_computed_with', {}).get('engine', 'torch')}), coreset {s['coreset']:.1f} s, threshold {s['threshold']:.1f} s) "
           f"-> {args.out}")
     return 0
 

@@ -17,7 +17,6 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,12 +24,13 @@ import torch
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.index import ExactIndex
-from apc_edge.preprocess import Preprocessor, load_image, patch_regions
+from apc_edge.preprocess import Preprocessor, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .backbones import build_backbone
 from .coreset import greedy_coreset
 from .embedder import PatchEmbedder
+from .graph_features import FeatureEngine
 from .input_plan import channels_of, image_facts, plan_input
 from apc_edge.progress import Progress
 
@@ -128,24 +128,18 @@ def split_holdout(paths: list[Path], share: float, seed: int) -> tuple[list[Path
     return [p for i, p in enumerate(paths) if i not in held], [paths[i] for i in hold]
 
 
-@torch.no_grad()
-def embed_paths(embedder: torch.nn.Module, pre: Preprocessor, paths: Iterable[Path],
-                batch_size: int = 8) -> Iterator[np.ndarray]:
-    """Yield one (D, h, w) float32 embedding per image path, computed in batches."""
-    paths = list(paths)
-    for start in range(0, len(paths), batch_size):
-        batch = pre.batch([load_image(p) for p in paths[start:start + batch_size]])
-        out = embedder(torch.from_numpy(batch)).numpy()
-        yield from out
-
-
-def collect_patches(embedder, pre: Preprocessor, paths: list[Path], batch_size: int) -> np.ndarray:
-    """All patch embeddings of ``paths`` as one (N * h * w, D) float32 array."""
+def collect_patches(embedder: PatchEmbedder | FeatureEngine, pre: Preprocessor, paths: list[Path],
+                    batch_size: int = 8) -> np.ndarray:
+    """All patch embeddings of ``paths`` as one (N * h * w, D) float32 array (through OpenVINO when it
+    converts the embedder: see :mod:`graph_features`)."""
+    engine = embedder if isinstance(embedder, FeatureEngine) else FeatureEngine(embedder, pre.input_hw,
+                                                                               batch_size=batch_size)
+    embedder = engine.embedder
     grid = embedder.grid(pre.input_hw)
     per_image = grid[0] * grid[1]
     feats = np.empty((len(paths) * per_image, embedder.dim), np.float32)
     with Progress(len(paths), "features") as bar:
-        for i, emb in enumerate(embed_paths(embedder, pre, paths, batch_size)):
+        for i, emb in enumerate(engine.embed(pre, paths)):
             feats[i * per_image:(i + 1) * per_image] = emb.reshape(embedder.dim, -1).T
             bar.update(1)
     return feats
@@ -257,7 +251,8 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     grid = embedder.grid(pre.input_hw)
 
     t0 = time.perf_counter()
-    feats = collect_patches(embedder, pre, bank_paths, cfg.batch_size)
+    engine = FeatureEngine(embedder, pre.input_hw, batch_size=cfg.batch_size)
+    feats = collect_patches(engine, pre, bank_paths)
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
     part_only = uses_part_only(cfg)
@@ -277,7 +272,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         index = ExactIndex(bank)
         regions = patch_regions(pre, holdout_paths, grid, part_only)
         hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
-                       for e, r in zip(embed_paths(embedder, pre, holdout_paths, cfg.batch_size), regions)]
+                       for e, r in zip(engine.embed(pre, holdout_paths), regions)]
         threshold, scored = threshold_block(hold_scores), []
     else:
         queries = grid[0] * grid[1] if candidates is None else candidates.size / len(bank_paths)
@@ -317,6 +312,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
             "bank_size": int(bank.shape[0]),
             "coreset_ratio": cfg.coreset_ratio, "max_bank_rows": cfg.max_bank_rows,
             "seed": cfg.seed,
+            "features_computed_with": {"engine": engine.name, "note": engine.note},
             "seconds": {"features": round(t_feat, 2), "coreset": round(t_coreset, 2),
                         "threshold": round(t_threshold, 2),
                         "total": round(time.perf_counter() - t_start, 2)},
