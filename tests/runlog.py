@@ -15,3 +15,8 @@ def lines(path: Path) -> list[dict]:
 def verdicts(records: list[dict]) -> list[dict]:
     """The records with an OK or NG verdict."""
     return [r for r in records if r["verdict"] in ("OK", "NG")]
+
+
+def overlay_files(out: Path) -> list[Path]:
+    """The NG overlay PNGs of a run (the kept original frames are ``*.frame.png`` beside them)."""
+    return [p for p in out.glob("ng/*/*.png") if not p.name.endswith(".frame.png")]

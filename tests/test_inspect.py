@@ -25,13 +25,14 @@ from apc_edge import Inspector
 from apc_edge.cli.inspect import build_parser, build_specs, main
 from apc_edge.runtime import InspectRun, LatencyHistogram, VerdictLog
 from apc_edge.runtime.config import ConfigError
-from runlog import lines, verdicts
+from runlog import lines, overlay_files, verdicts
 
 pytest.importorskip("pypylon.pylon", reason="pypylon not installed: camera tests need its emulator")
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "apc_edge.cli.inspect"]
 CAM0, CAM1 = "0815-0000", "0815-0001"
+
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -87,7 +88,7 @@ def test_camera_software_trigger_every_frame_judged(emu, model_dir_openvino, fra
     ng = [r for r in recs if r["verdict"] == "NG"]
     assert ng, "the spot images should be NG"
     assert all(r["rejected"] is True for r in ng) and all("rejected" not in r for r in recs if r not in ng)
-    assert sorted(p.relative_to(out).as_posix() for p in out.glob("ng/*/*.png")) == sorted(r["overlay"] for r in ng)
+    assert sorted(p.relative_to(out).as_posix() for p in overlay_files(out)) == sorted(r["overlay"] for r in ng)
     assert all(cv2.imread(str(out / r["overlay"])).shape == (256, 256, 3) for r in ng)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["frames"], summary["ng"], summary["errors"], summary["dropped"]) == (8, len(ng), 0, 0)
@@ -246,7 +247,7 @@ def test_every_frame_ng_with_low_threshold_writes_every_overlay(model_dir_openvi
                  "-q", "--ng-images-max", "4"]) == 0
     recs = lines(out / "verdicts.jsonl")
     assert [r["verdict"] for r in recs] == ["NG"] * 6 and all(r["threshold"] == pytest.approx(1e-6) for r in recs)
-    assert len(list(out.glob("ng/*/*.png"))) == 4 == sum("overlay" in r for r in recs)
+    assert len(list(overlay_files(out))) == 4 == sum("overlay" in r for r in recs)
 
 
 # -- process-level behaviour: kill -9, signals ----------------------------------------
@@ -260,10 +261,11 @@ def test_verdict_log_survives_kill_9(model_dir_openvino, frames_dir, tmp_path):
     recs = lines(out / "verdicts.jsonl")                     # every line parses, none is partial
     assert len(recs) >= 5 and [r["frame_id"] for r in recs] == list(range(len(recs)))
     assert not (out / "summary.json").exists()
-    pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("ng/*/*.png"))
+    pngs = sorted(p.relative_to(out).as_posix() for p in overlay_files(out))
     overlays = [r["overlay"] for r in recs]
-    # an overlay is written after its verdict line: every PNG has its line, at most the last few lack a PNG
-    assert set(pngs) <= set(overlays) and len(overlays) - len(pngs) <= 3
+    # an overlay is written after its verdict line: every PNG has its line, at most the queued ones lack a PNG
+    from apc_edge.runtime.overlay_writer import QUEUE_DEPTH
+    assert set(pngs) <= set(overlays) and len(overlays) - len(pngs) <= QUEUE_DEPTH + 1
     assert pngs == overlays[:len(pngs)]
     assert all(cv2.imread(str(out / p)) is not None for p in pngs)        # no half-written PNG
 
@@ -369,3 +371,34 @@ def test_frames_over_the_pixel_limit_get_error_verdicts(model_dir_openvino, fram
 def test_max_frame_pixels_is_validated(model_dir_openvino, frames_dir, capsys):
     assert main([str(model_dir_openvino), "--folder", str(frames_dir), "--max-frame-pixels", "10"]) == 2
     assert "--max-frame-pixels" in capsys.readouterr().err
+
+
+def test_ng_frames_are_kept_lossless_beside_their_overlays(model_dir_openvino, frames_dir, tmp_path):
+    """A reviewer gets the original of every NG frame, pixel for pixel, and every N-th OK frame; the verdict
+    line names both files."""
+    out = tmp_path / "out"
+    assert main([str(model_dir_openvino), "--folder", str(frames_dir), "--out", str(out), "-q",
+                 "--ok-frames-every", "1"]) == 0
+    recs = verdicts(lines(out / "verdicts.jsonl"))
+    ng = [r for r in recs if r["verdict"] == "NG"]
+    ok = [r for r in recs if r["verdict"] == "OK"]
+    assert ng and ok
+    for r in ng:
+        assert r["frame"].startswith("ng/") and r["frame"].endswith(".frame.png") and r["overlay"].startswith("ng/")
+        saved = cv2.imread(str(out / r["frame"]), cv2.IMREAD_UNCHANGED)
+        original = cv2.imread(str(frames_dir / r["file"]), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(saved, original)
+        assert (out / r["overlay"]).is_file()
+    assert all(r["frame"].startswith("ok/") and (out / r["frame"]).is_file() and "overlay" not in r for r in ok)
+    summary = json.loads((out / "summary.json").read_text())
+    overlays = summary["lanes"][0]["overlays"]
+    assert overlays["written"] == len(ng) and overlays["frames_written"] == len(ng) + len(ok)
+
+
+def test_no_ng_frames_keeps_overlays_only(model_dir_openvino, frames_dir, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(model_dir_openvino), "--folder", str(frames_dir), "--out", str(out), "-q",
+                 "--no-ng-frames"]) == 0
+    recs = verdicts(lines(out / "verdicts.jsonl"))
+    assert any("overlay" in r for r in recs) and not any("frame" in r for r in recs)
+    assert not list(out.glob("**/*.frame.png"))

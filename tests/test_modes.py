@@ -17,9 +17,10 @@ from apc_edge.calibration.report import frame_map
 from apc_edge.cli.bench import main as bench_main
 from apc_edge.cli.inspect import main as inspect_main
 from apc_edge.preprocess import Preprocessor, load_image
-from runlog import lines, verdicts
+from runlog import lines, overlay_files, verdicts
 
 MODES = ["stretch", "pad"]
+
 
 
 @pytest.fixture(params=MODES)
@@ -73,7 +74,7 @@ def test_inspect_folder(model, frames_dir, tmp_path):
                          "-q", "--min-free-mb", "0"]) == 0
     recs = lines(out / "verdicts.jsonl")
     assert len(recs) == 6 and verdicts(recs) == recs and all(r["verdict"] == "NG" for r in recs)
-    pngs = sorted(out.glob("ng/*/*.png"))
+    pngs = sorted(overlay_files(out))
     assert len(pngs) == 6 and all(cv2.imread(str(p)).shape == (256, 256, 3) for p in pngs)
 
 

@@ -22,11 +22,12 @@ import pytest
 from apc_edge.cli.inspect import main
 from apc_edge.runtime.overlay_writer import OverlayBudget, OverlayWriter
 from apc_edge.runtime.verdict_log import write_file_atomic
-from runlog import lines, verdicts
+from runlog import lines, overlay_files, verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = np.full((64, 64, 3), 120, np.uint8)
 AMAP = np.zeros((64, 64), np.float32)
+
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def check_every_verdict_logged(out: Path, n: int = 30) -> tuple[list[dict], dict
     o = summary["overlays"]
     assert summary["frames"] == n and summary["ok"]
     assert o["written"] + o["dropped_budget"] + o["dropped_queue_full"] + o["failed"] + o["abandoned"] == n
-    pngs = sorted(p.relative_to(out).as_posix() for p in out.glob("ng/*/*.png"))
+    pngs = sorted(p.relative_to(out).as_posix() for p in overlay_files(out))
     assert len(pngs) == o["written"] and set(pngs) <= {r.get("overlay") for r in recs}
     assert all(cv2.imread(str(out / p)) is not None for p in pngs)
     assert temp_files(out) == []

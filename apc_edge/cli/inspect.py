@@ -10,7 +10,9 @@ Examples::
 
 Per frame: ``Inspector.check``, one JSON line in ``OUT/verdicts.jsonl`` (fsync'd
 before the next frame is taken), NG overlays in ``OUT/ng/<run>/``. With several
-cameras each gets ``OUT/<serial>/``. NG overlays stay within ``--ng-images-max``,
+cameras each gets ``OUT/<serial>/``. Each NG frame is kept twice, as its overlay and as the
+original (lossless: ``ng/<run>/<id>.frame.png``, for review and ``apc-update``), with
+``--ok-frames-every N`` every N-th OK frame too; each verdict line names its files. They stay within ``--ng-images-max``,
 ``--ng-bytes-max`` and ``--min-free-mb`` (free space kept for the verdict log);
 beyond that, or on a full disk or a hung write, they are dropped and counted,
 never a verdict. Ctrl-C or SIGTERM stops after the frame in hand and prints the
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from ..manifest import ModelDirError
 from ..preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE
-from ..runtime import InspectRun, LaneSpec, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
+from ..runtime import InspectRun, LaneSpec, ReviewFrames, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
 from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
 from ..runtime.overlay_writer import OverlayBudget
 from ..sources import SourceError, list_cameras
@@ -98,10 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-pixels", type=A.int_range(MIN_FRAME_SIDE ** 2, 10 ** 10), default=MAX_FRAME_PIXELS,
                    metavar="N", help="larger frames get an ERROR verdict instead of seconds of resizing "
                                      "(default %(default)s)")
+    out.add_argument("--no-ng-frames", action="store_true",
+                     help="keep only the overlay of an NG frame, not the frame itself (default: both; the frame "
+                          "as a lossless PNG beside its overlay, for review and apc-update)")
+    out.add_argument("--ok-frames-every", type=A.non_negative_int, default=0, metavar="N",
+                     help="also keep every N-th OK frame for review, under the same budget (default 0: none)")
     out.add_argument("--ng-images-max", type=A.non_negative_int, metavar="N",
-                     help="write at most N NG overlay PNGs per camera and run (default: all; 0: none)")
+                     help="keep at most N NG overlays (with their frames) and OK samples per camera and run "
+                          "(default: all; 0: none)")
     out.add_argument("--ng-bytes-max", type=A.size_bytes, default=DEFAULT_NG_BYTES_MAX, metavar="SIZE",
-                     help="NG overlays per camera and run take at most SIZE on disk (e.g. 500M, 2G; "
+                     help="NG overlays and kept frames per camera and run take at most SIZE on disk (e.g. 500M, 2G; "
                           "default %(default)s)")
     out.add_argument("--min-free-mb", type=A.non_negative_float, default=DEFAULT_MIN_FREE_MB, metavar="MB",
                      help="stop writing overlays when less than MB would stay free on the verdict log's "
@@ -232,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             budget = OverlayBudget(max_images=args.ng_images_max, max_bytes=args.ng_bytes_max,
                                    min_free_bytes=int(args.min_free_mb * 2**20))
             run = InspectRun(specs, args.out, max_frames=args.max_frames, overlay_budget=budget, status=status,
-                             max_frame_pixels=args.max_frame_pixels)
+                             max_frame_pixels=args.max_frame_pixels,
+                             review=ReviewFrames(ng_frames=not args.no_ng_frames, ok_every=args.ok_frames_every))
             run.open()
         except (ConfigError, ModelDirError, SourceError, VerdictLogError, ValueError) as exc:
             print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)

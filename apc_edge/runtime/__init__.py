@@ -12,11 +12,11 @@ Example::
     print("\\n".join(summary_lines(run.run())))      # run.stop() from another thread ends it
 """
 from .grabber import EndOfFrames, Grabber
-from .lane import Lane, LaneSpec
+from .lane import Lane, LaneSpec, ReviewFrames
 from .runner import InspectRun, summary_lines
 from .stats import LatencyHistogram, rss_mb
 from .status import StatusAwareHandler, StatusLine
 from .verdict_log import VerdictLog, VerdictLogError
 
-__all__ = ["EndOfFrames", "Grabber", "InspectRun", "Lane", "LaneSpec", "LatencyHistogram", "StatusAwareHandler",
+__all__ = ["EndOfFrames", "Grabber", "InspectRun", "Lane", "LaneSpec", "LatencyHistogram", "ReviewFrames", "StatusAwareHandler",
            "StatusLine", "VerdictLog", "VerdictLogError", "rss_mb", "summary_lines"]

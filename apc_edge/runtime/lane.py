@@ -60,6 +60,19 @@ def error_kind(exc: Exception) -> str:
     return "score" if "score" in text.lower() and _NON_FINITE.search(text) else "bad_frame"
 
 
+@dataclass(frozen=True)
+class ReviewFrames:
+    """Which original frames a run keeps for review, beside the NG overlays (under the same budget).
+
+    ``ng_frames``: every NG frame whose overlay is written (``ng/<run>/<id>.frame.png``, lossless);
+    ``ok_every``: also every N-th judged frame that is OK (``ok/<run>/...``; 0: none), so a reviewer
+    can check the passes too. Each verdict line names the file as ``frame``.
+    """
+
+    ng_frames: bool = True
+    ok_every: int = 0
+
+
 @dataclass
 class LaneSpec:
     """What one lane inspects and with which model.
@@ -136,12 +149,14 @@ class Lane:
     """
 
     def __init__(self, spec: LaneSpec, out_dir: str | Path, run_id: str, max_frames: int | None = None,
-                 overlay_budget: OverlayBudget | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS):
+                 overlay_budget: OverlayBudget | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS,
+                 review: ReviewFrames | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self.max_frames = max_frames
         self.max_frame_pixels = max_frame_pixels
+        self.review = review or ReviewFrames()
         self.overlay_budget = overlay_budget or OverlayBudget()
         self.stats = LaneStats()
         self.inspector: Inspector | None = None
@@ -295,14 +310,21 @@ class Lane:
                            threshold=round(result.threshold, 6), check_ms=round(result.timings["total"], 2))
         if ng and self.spec.reject_line:
             rec["rejected"] = self._reject()
-        overlay_rel = None
+        overlay_rel = frame_rel = None
+        stem = f"{frame.frame_id:08d}{_file_tag(frame.name)}"
         if ng:
             dropped = self.writer.admit(frame.image, result.anomaly_map)
             if dropped is None:
-                overlay_rel = f"ng/{self.run_id}/{frame.frame_id:08d}{_file_tag(frame.name)}.png"
+                overlay_rel = f"ng/{self.run_id}/{stem}.png"
                 rec["overlay"] = overlay_rel
+                if self.review.ng_frames:
+                    frame_rel = rec["frame"] = f"ng/{self.run_id}/{stem}.frame.png"
             else:
                 rec["overlay_dropped"] = dropped
+        elif self.review.ok_every and self.stats.frames % self.review.ok_every == 0:
+            dropped = self.writer.admit(frame.image, None)
+            if dropped is None:
+                frame_rel = rec["frame"] = f"ok/{self.run_id}/{stem}.frame.png"
         latency_ms = (time.time() - frame.timestamp) * 1e3
         rec["latency_ms"] = round(latency_ms, 2)
         self.vlog.append(rec)
@@ -310,10 +332,12 @@ class Lane:
         self.stats.ng += ng
         self.stats.latency.add(latency_ms)
         self.stats.check.add(result.timings["total"])
-        if overlay_rel:
+        if overlay_rel or frame_rel:
             shown = self.inspector.preprocessor.to_8bit(frame.image)      # a 16-bit frame, as the model saw it
-            self.writer.put(self.out_dir / overlay_rel, shown, result.anomaly_map, result.threshold,
-                            label=f"NG {result.score:.2f}  #{frame.frame_id}")
+            self.writer.put(self.out_dir / overlay_rel if overlay_rel else None, frame.image,
+                            result.anomaly_map if overlay_rel else None, result.threshold,
+                            label=f"NG {result.score:.2f}  #{frame.frame_id}",
+                            frame_path=self.out_dir / frame_rel if frame_rel else None, shown=shown)
 
     def _log_error_verdict(self, frame: Frame, gap: int, exc: Exception) -> None:
         """An ERROR verdict for a frame ``check`` could not judge; rejected when there is a reject line."""

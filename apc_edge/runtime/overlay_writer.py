@@ -1,4 +1,9 @@
-"""NG overlay PNGs written by a background thread, within a disk budget: overlays never cost a verdict.
+"""NG overlays and the frames a reviewer needs, written by a background thread within a disk budget:
+they never cost a verdict.
+
+Each admitted item is a heatmap overlay (NG frames), the original frame as a lossless PNG (16-bit frames
+stay 16-bit: what ``apc-update`` and ``apc-train --anomalies-dir`` read back), or both; the counts, the
+byte budget and the free-space floor cover both kinds.
 
 The inspect loop must never wait on an overlay. :meth:`OverlayWriter.admit`
 says at once whether the next overlay will be taken (the count budget, room in
@@ -60,8 +65,9 @@ class OverlayBudget:
 class OverlayCounts:
     """What became of the NG overlays of one lane (``stopped``: why overlays stopped, if they did)."""
 
-    written: int = 0
-    bytes: int = 0
+    written: int = 0              # overlays written
+    frames_written: int = 0       # original frames written (lossless)
+    bytes: int = 0                # of both
     dropped_budget: int = 0       # not written: a budget was reached or overlays had stopped
     dropped_queue_full: int = 0   # not written: the writer was still busy with earlier ones
     failed: int = 0               # encoding or writing failed
@@ -108,7 +114,7 @@ class OverlayWriter:
         self._thread.start()
 
     # -- the inspect loop's side ----------------------------------------------------------
-    def admit(self, frame: np.ndarray, anomaly_map: np.ndarray) -> str | None:
+    def admit(self, frame: np.ndarray, anomaly_map: np.ndarray | None) -> str | None:
         """``None`` when the overlay of ``frame`` will be taken by the next :meth:`put` (room is kept for it);
         else why it is dropped (counted): the stop reason, ``"max images"`` or ``"queue full"``."""
         size = _item_bytes(frame, anomaly_map)
@@ -128,10 +134,12 @@ class OverlayWriter:
             self._pending_bytes += size
             return None
 
-    def put(self, path: str | Path, frame: np.ndarray, anomaly_map: np.ndarray, threshold: float,
-            label: str | None = None) -> None:
-        """Queue an overlay :meth:`admit` took; never waits."""
-        self._queue.put_nowait((Path(path), frame, anomaly_map, threshold, label))
+    def put(self, path: str | Path | None, frame: np.ndarray, anomaly_map: np.ndarray | None, threshold: float,
+            label: str | None = None, frame_path: str | Path | None = None, shown: np.ndarray | None = None) -> None:
+        """Queue what :meth:`admit` took; never waits. ``path``: the overlay (None: none), drawn on ``shown``
+        (default ``frame``; a uint8 view of a 16-bit frame); ``frame_path``: also save ``frame`` itself there."""
+        self._queue.put_nowait((None if path is None else Path(path), frame, anomaly_map, threshold, label,
+                                None if frame_path is None else Path(frame_path), shown))
 
     def close(self, timeout_s: float = 5.0) -> OverlayCounts:
         """Write what is queued for at most ``timeout_s``, then leave the rest (counted as abandoned)."""
@@ -155,7 +163,7 @@ class OverlayWriter:
                     return
                 continue
             with self._lock:
-                self._busy = item[0]
+                self._busy = item[0] or item[5]
             try:
                 self._write(*item)
             finally:
@@ -164,24 +172,33 @@ class OverlayWriter:
                     self._pending -= 1
                     self._pending_bytes -= _item_bytes(item[1], item[2])
 
-    def _write(self, path: Path, frame, amap, threshold, label) -> None:
+    def _write(self, path: Path | None, frame, amap, threshold, label, frame_path: Path | None, shown) -> None:
         if self.counts.stopped:
             self._count("dropped_budget")
             return
+        # the original first: it is what a reviewer's decision feeds back into the model
+        if frame_path is not None and not self._write_png(frame_path, lambda: frame, "frames_written", "frame"):
+            return
+        if path is not None:
+            self._write_png(path, lambda: overlay(shown if shown is not None else frame, amap, threshold,
+                                                  label=label), "written", "NG overlay")
+
+    def _write_png(self, path: Path, image, counter: str, what: str) -> bool:
+        """Encode ``image()`` and write it within the budget; False when nothing more of this item may be written."""
         try:
-            ok, png = cv2.imencode(".png", overlay(frame, amap, threshold, label=label), PNG_PARAMS)
+            ok, png = cv2.imencode(".png", image(), PNG_PARAMS)
             if not ok:
                 raise ValueError("PNG encoding failed")
         except (cv2.error, ValueError) as exc:
             self._count("failed")
-            log.warning("cannot encode NG overlay %s: %s", path, exc)
-            return
+            log.warning("cannot encode %s %s: %s", what, path, exc)
+            return False
         data = png.tobytes()
         refusal = self._over_budget(len(data))
         if refusal:
             self._stop(refusal)
             self._count("dropped_budget")
-            return
+            return False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_file_atomic(path, data)
@@ -189,11 +206,12 @@ class OverlayWriter:
             self._count("failed")
             if exc.errno in DISK_FULL:
                 self._stop("disk full")
-            log.warning("cannot write NG overlay %s: %s", path, exc.strerror or exc)
-            return
+            log.warning("cannot write %s %s: %s", what, path, exc.strerror or exc)
+            return False
         with self._lock:
-            self.counts.written += 1
+            setattr(self.counts, counter, getattr(self.counts, counter) + 1)
             self.counts.bytes += len(data)
+        return True
 
     def _over_budget(self, size: int) -> str | None:
         b = self.budget
@@ -221,5 +239,5 @@ class OverlayWriter:
             setattr(self.counts, name, getattr(self.counts, name) + 1)
 
 
-def _item_bytes(frame: np.ndarray, anomaly_map: np.ndarray) -> int:
-    return int(frame.nbytes) + int(anomaly_map.nbytes)
+def _item_bytes(frame: np.ndarray, anomaly_map: np.ndarray | None) -> int:
+    return int(frame.nbytes) + (int(anomaly_map.nbytes) if anomaly_map is not None else 0)

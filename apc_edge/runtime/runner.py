@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..preprocess import MAX_FRAME_PIXELS
 from ..threads import plan_threads
-from .lane import Lane, LaneSpec
+from .lane import Lane, LaneSpec, ReviewFrames
 from .overlay_writer import OverlayBudget, OverlayCounts
 from .stats import LatencyHistogram, rss_mb
 from .status import StatusLine
@@ -41,7 +41,7 @@ class InspectRun:
 
     def __init__(self, specs: list[LaneSpec], out_dir: str | Path, max_frames: int | None = None,
                  overlay_budget: OverlayBudget | None = None, status: StatusLine | None = None,
-                 max_frame_pixels: int = MAX_FRAME_PIXELS):
+                 max_frame_pixels: int = MAX_FRAME_PIXELS, review: ReviewFrames | None = None):
         if not specs:
             raise ValueError("nothing to inspect: give at least one source")
         names = [s.name for s in specs]
@@ -56,8 +56,8 @@ class InspectRun:
         self.status = status or StatusLine(enabled=False)
         self.stop_reason: str | None = None
         self.lanes = [Lane(s, self.out_dir if len(specs) == 1 else self.out_dir / s.name, self.run_id,
-                           max_frames=max_frames, overlay_budget=overlay_budget, max_frame_pixels=max_frame_pixels)
-                      for s in specs]
+                           max_frames=max_frames, overlay_budget=overlay_budget, max_frame_pixels=max_frame_pixels,
+                           review=review) for s in specs]
         self.rss_mb = {"after_load": None, "first_frame": None, "end": None}
         self._last_tick = (time.monotonic(), 0)
 
