@@ -1,0 +1,213 @@
+"""Teach an exported model dir new good images on the camera PC, without torch or the training data.
+
+What a reviewer confirmed as good (false alarms above all) goes into the memory bank by the coreset's
+own rule, and the result is a new model dir beside the old one (kept for rollback):
+
+1. Each good image is embedded with the model dir's own graph (the INT8 one in an INT8 dir), so the
+   new rows live in the same space as the bank.
+2. **Coverage, the coreset's rule.** The greedy k-center coreset stopped when every training patch lay
+   within its covering radius ``r`` of a bank row; the bank's rows are at least about ``r`` apart, so
+   ``r`` is estimated as the smallest distance between two bank rows. The new patches farther than ``r``
+   from the bank are added greedily, farthest first, until every new patch is within ``r``.
+3. The HNSW index (if any) is rebuilt with the dir's settings and its recall@1 re-measured on the new
+   patches against exact search; an index that misses 0.98 is replaced by exact search.
+4. **Threshold.** Each new good image is scored against the updated bank without the rows it added
+   (leave-one-out). The threshold stays, unless more than the target share of those scores lie above
+   it: then it is raised to the robust threshold of those scores (the same rule as training).
+5. Confirmed defects (``defects``) must still score at or above the threshold; if any would pass,
+   nothing is written (:class:`UpdateRefused`).
+6. The new dir is written to a temporary sibling and renamed into place, with ``update`` provenance
+   (the parent manifest's sha256, the images added, rows added, when).
+
+Example::
+
+    report = update_model("models/bottle", "models/bottle_v2", good=["reviewed/good"],
+                          defects=["reviewed/defect"])
+    report["rows_added"], report["threshold"]["value"]
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .calibration.imagesets import collect_images
+from .calibration.thresholds import robust_good_threshold
+from .index import ExactIndex, HnswIndex
+from .inspector import Inspector
+from .manifest import MANIFEST_NAME, write_manifest
+from .preprocess import load_image
+from .scoring import region_patches, score_patches
+
+MIN_RECALL = 0.98
+MAX_NEW_ROWS_SHARE = 1.0       # an update may at most double the bank (a new product needs a retrain)
+
+
+class UpdateRefused(ValueError):
+    """The update would make the model worse in a way a line cannot accept; nothing was written."""
+
+
+def covering_radius_estimate(bank: np.ndarray, chunk: int = 4096) -> float:
+    """The smallest distance between two bank rows (the coreset's covering radius, from below)."""
+    index = ExactIndex(bank)
+    best = np.inf
+    for start in range(0, len(bank), chunk):
+        d, ids = index.search(bank[start:start + chunk], k=2)
+        own = ids[:, 0] == np.arange(start, start + len(d))
+        nearest_other = np.where(own, d[:, 1], d[:, 0])
+        best = min(best, float(nearest_other.min()))
+    return best
+
+
+def greedy_additions(patches: np.ndarray, bank: np.ndarray, radius: float, limit: int) -> np.ndarray:
+    """Rows of ``patches`` to add so that every patch lies within ``radius`` of the bank (farthest first)."""
+    dist = ExactIndex(bank).search(patches, k=1)[0][:, 0].astype(np.float64)
+    sq = np.einsum("ij,ij->i", patches, patches)
+    picks: list[int] = []
+    while len(picks) < limit:
+        j = int(np.argmax(dist))
+        if not dist[j] > radius:
+            break
+        picks.append(j)
+        d2 = sq - 2.0 * (patches @ patches[j]) + sq[j]
+        np.minimum(dist, np.sqrt(np.maximum(d2, 0.0)), out=dist)
+        dist[j] = 0.0
+    if len(picks) >= limit and dist.max() > radius:
+        raise UpdateRefused(f"these images would add more than {limit} rows to a bank of {len(bank)} "
+                            f"({MAX_NEW_ROWS_SHARE:.0%}): they differ too much from what the model was trained on; "
+                            f"retrain on the workstation with them in train/good")
+    return np.asarray(picks, np.int64)
+
+
+def _embed(inspector: Inspector, paths: list[Path]) -> list[tuple[np.ndarray, np.ndarray | None, tuple]]:
+    out = []
+    for p in paths:
+        frame = load_image(p)
+        emb = inspector.embed(frame)
+        region = inspector.preprocessor.patch_region(frame.shape, inspector.patch_grid) if inspector.part_only else None
+        patches, cells = region_patches(emb, region)
+        out.append((patches, cells, frame.shape))
+    return out
+
+
+def _score(inspector, bank, index, exact, items, exclude_rows=None) -> list[float]:
+    scores = []
+    for k, (patches, cells, _) in enumerate(items):
+        exclude = None if exclude_rows is None else exclude_rows[k]
+        use, ex = (exact, exact) if exclude is not None else (index, exact if index.approximate else None)
+        scores.append(score_patches(patches, inspector.patch_grid, use, bank, inspector.num_neighbours, cells,
+                                    ex, inspector.refine_top, exclude=exclude).image_score)
+    return scores
+
+
+def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Path],
+                 defects: list[str | Path] | None = None, max_false_alarm: float | None = None) -> dict:
+    """Write ``out_dir``: ``model_dir`` with the ``good`` images (files or folders) learnt; returns a report."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; an update never overwrites a model dir (keep the old "
+                              f"one for rollback, choose a new name)")
+    if out_dir.resolve() == model_dir.resolve():
+        raise ValueError("the updated model dir must be a new dir beside the old one")
+    good_paths = collect_images(good)
+    if len(good_paths) < 2:
+        raise ValueError(f"an update needs at least 2 good images (each is scored against the bank without "
+                         f"itself), got {len(good_paths)}")
+    defect_paths = collect_images(defects) if defects else []
+    t0 = time.perf_counter()
+    inspector = Inspector(model_dir, threads="auto")
+    m = inspector.manifest
+    bank = inspector.bank
+    items = _embed(inspector, good_paths)
+    new_patches = np.concatenate([p for p, _, _ in items])
+    radius = covering_radius_estimate(bank)
+    picks = greedy_additions(new_patches, bank, radius, int(MAX_NEW_ROWS_SHARE * len(bank)))
+    new_bank = np.ascontiguousarray(np.concatenate([bank, new_patches[picks]]), np.float32)
+    # which image each added row came from, for the leave-one-out scores
+    owner = np.repeat(np.arange(len(items)), [len(p) for p, _, _ in items])[picks]
+    added_rows = [len(bank) + np.flatnonzero(owner == k) for k in range(len(items))]
+
+    exact = ExactIndex(new_bank)
+    index_report, index = {"type": "exact"}, exact
+    if m.index.type == "hnsw":
+        block = m.get("index")
+        hnsw = HnswIndex.build(new_bank, M=m.index.M, ef_construction=int(block.get("ef_construction", 200)),
+                               ef=m.index.ef)
+        got = hnsw.search(new_patches, k=1)[1][:, 0]
+        want = exact.search(new_patches, k=1)[1][:, 0]
+        recall = float(np.mean(got == want))
+        if recall >= MIN_RECALL:
+            index, index_report = hnsw, {**block, "measured_after_update": {"recall_at_1_before_refinement": recall,
+                                                                            "n_queries": int(len(new_patches))}}
+        else:
+            index_report = {"type": "exact", "chosen_by": f"update: HNSW recall@1 {recall:.4f} < {MIN_RECALL}"}
+
+    loo = _score(inspector, new_bank, index, exact, items, added_rows)
+    old = dict(m.get("threshold"))
+    target = float(max_false_alarm or old.get("target_false_alarm", 0.01))
+    above = float(np.mean(np.asarray(loo) >= old["value"]))
+    threshold = old
+    if above > target:
+        fresh = robust_good_threshold(loo, target)
+        if fresh["value"] > old["value"]:
+            threshold = {**fresh, "raised_from": old["value"], "computed_with": old.get("computed_with")}
+    defect_scores = []
+    if defect_paths:
+        d_items = _embed(inspector, defect_paths)
+        defect_scores = _score(inspector, new_bank, index, exact, d_items)
+        passed = [p.name for p, s in zip(defect_paths, defect_scores) if not s >= threshold["value"]]
+        if passed:
+            raise UpdateRefused(f"after the update {len(passed)} of {len(defect_paths)} confirmed defects would pass "
+                                f"(score below the threshold {threshold['value']:.4g}), e.g. {passed[0]}; nothing "
+                                f"written. Review the good images given (a defect among them?)")
+
+    parent_hash = hashlib.sha256((model_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+    report = {
+        "parent": str(model_dir.resolve()), "parent_manifest_sha256": parent_hash,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "images_added": [p.name for p in good_paths], "rows_added": int(len(picks)),
+        "bank_rows": [int(len(bank)), int(len(new_bank))], "covering_radius": round(radius, 6),
+        "good_leave_one_out_scores": [round(s, 6) for s in loo],
+        "share_above_old_threshold": round(above, 4),
+        "defects_checked": len(defect_paths), "defect_scores": [round(s, 6) for s in defect_scores],
+        "threshold": threshold, "index": index_report,
+    }
+    _write(model_dir, out_dir, inspector, new_bank, index, index_report, threshold, report)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _write(model_dir: Path, out_dir: Path, inspector: Inspector, bank: np.ndarray, index, index_report: dict,
+           threshold: dict, report: dict) -> None:
+    m = inspector.manifest
+    manifest = copy.deepcopy(m.raw)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name in m.graph.files:
+            shutil.copyfile(model_dir / name, tmp / name)
+        dtype = m.memory_bank.dtype or "float32"
+        np.save(tmp / m.memory_bank.file, bank.astype(dtype), allow_pickle=False)
+        files = [*m.graph.files, m.memory_bank.file]
+        if index_report.get("type") == "hnsw":
+            index.save(tmp / index_report["file"])
+            files.append(index_report["file"])
+        manifest["memory_bank"] = {**manifest["memory_bank"], "size": int(len(bank)),
+                                   "source": f"{manifest['memory_bank'].get('source', '')}; "
+                                             f"{report['rows_added']} rows added by an update"}
+        manifest["index"] = index_report
+        manifest["threshold"] = threshold
+        manifest["update"] = report
+        manifest["files"] = files
+        write_manifest(tmp, manifest)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    Inspector(out_dir)              # the new dir loads, verified, before anyone relies on it

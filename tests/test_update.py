@@ -1,0 +1,88 @@
+"""apc-update on the camera PC: confirmed false alarms are learnt, defects stay flagged, the old dir stays."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from apc_edge import Inspector
+from apc_edge.cli.update import main as update_main
+from apc_edge.preprocess import load_image
+
+
+def shifted_goods(synthetic_category, folder, shift=30):
+    """Good parts under a new lamp: brighter everywhere. The model has not seen that and flags them."""
+    folder.mkdir()
+    for p in sorted((synthetic_category / "train" / "good").glob("*.png"))[:8]:
+        cv2.imwrite(str(folder / p.name), cv2.add(load_image(p), shift))
+    return folder
+
+
+def test_false_alarms_are_learnt_and_defects_still_flagged(model_dir_hnsw, synthetic_category, tmp_path, capsys):
+    old = Inspector(model_dir_hnsw)
+    lamp = shifted_goods(synthetic_category, tmp_path / "lamp")
+    false_alarms = sorted(lamp.glob("*.png"))
+    before = [old.check(load_image(p)) for p in false_alarms]
+    assert sum(r.is_anomalous for r in before) >= 4, "the brighter goods should be false alarms of the old model"
+    spots = sorted((synthetic_category / "test" / "spot").glob("*.png"))
+    new_dir = tmp_path / "model_v2"
+    assert update_main([str(model_dir_hnsw), "--good", str(lamp), "--defects", str(spots[0]),
+                        "--out", str(new_dir)]) == 0
+    assert "bank rows added" in capsys.readouterr().out
+    new = Inspector(new_dir)
+    assert not any(new.check(load_image(p)).is_anomalous for p in false_alarms)
+    assert all(new.check(load_image(p)).is_anomalous for p in spots)          # the data set's defects too
+    m = json.loads((new_dir / "manifest.json").read_text())
+    u = m["update"]
+    assert u["parent_manifest_sha256"] and u["images_added"] == [p.name for p in false_alarms]
+    assert u["rows_added"] > 0 and m["memory_bank"]["size"] == old.bank.shape[0] + u["rows_added"]
+    assert m["index"]["type"] in ("hnsw", "exact")
+    assert Inspector(model_dir_hnsw).bank.shape == old.bank.shape            # the old dir is as it was
+
+
+def test_an_update_that_would_pass_a_confirmed_defect_is_refused(model_dir_onnx, synthetic_category, tmp_path,
+                                                                 capsys):
+    goods = sorted((synthetic_category / "train" / "good").glob("*.png"))[:4]
+    spots = sorted((synthetic_category / "test" / "spot").glob("*.png"))
+    out = tmp_path / "v2"
+    # a defect among the "good" images: learnt, it would pass, and the same image is a confirmed defect
+    rc = update_main([str(model_dir_onnx), "--good", *map(str, goods + spots[:1]), "--defects", str(spots[0]),
+                      "--out", str(out)])
+    assert rc == 1 and "refused" in capsys.readouterr().err and not out.exists()
+    assert not list(tmp_path.glob(".v2.*"))                                  # no temporary dir left
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda m, d, t: [m, "--good", d, "--out", m], "already exists"),
+    (lambda m, d, t: [m, "--good", str(t / "none"), "--out", str(t / "v2")], "does not exist"),
+    (lambda m, d, t: [m, "--good", sorted(__import__("pathlib").Path(d).glob("*.png"))[0].as_posix(),
+                      "--out", str(t / "v2")], "at least 2 good images"),
+])
+def test_refusals(model_dir_onnx, synthetic_category, tmp_path, make_args, message, capsys):
+    good = str(synthetic_category / "train" / "good")
+    assert update_main(make_args(str(model_dir_onnx), good, tmp_path)) == 2
+    assert message in capsys.readouterr().err
+
+
+BLOCKED = r"""
+import sys, importlib.abc
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, BlockTorch())
+from apc_edge.cli.update import main
+rc = main(sys.argv[1:])
+assert "torch" not in sys.modules
+sys.exit(rc)
+"""
+
+
+def test_update_runs_without_torch(model_dir_onnx, synthetic_category, tmp_path):
+    good = synthetic_category / "test" / "good"
+    proc = subprocess.run([sys.executable, "-c", BLOCKED, str(model_dir_onnx), "--good", str(good), "--out",
+                           str(tmp_path / "v2")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "v2" / "manifest.json").is_file()
