@@ -1,9 +1,12 @@
-"""MVTec-layout category folders: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``.
+"""MVTec-layout category folders: ``train/good``, ``test/<type>``, ``ground_truth/<type>/<stem>_mask.png``;
+or a plain folder of good images (searched recursively), which trains but has nothing to evaluate.
 
 Example::
 
     ds = MVTecCategory("../shared/data/bottle")     # DatasetError if the layout is wrong
     ds.train_good()                                  # sorted list of Paths
+    MVTecCategory("line3/good_parts").train_good()   # a plain folder: every image below it
+    ds.image_key(path)                               # "000.png" (the path below train/good, or below the folder)
     for s in ds.test_samples(): s.path, s.defect_type, s.is_anomalous, s.mask_path
 """
 from __future__ import annotations
@@ -52,6 +55,14 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
+def _images_below(folder: Path):
+    """Image files anywhere below ``folder`` (hidden folders skipped), lazily."""
+    for p in folder.rglob("*"):
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not any(part.startswith(".") for part in
+                                                                      p.relative_to(folder).parts):
+            yield p
+
+
 class MVTecCategory:
     """One category folder in MVTec AD layout."""
 
@@ -59,17 +70,28 @@ class MVTecCategory:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"data folder {self.root} does not exist")
-        if not (self.root / "train" / "good").is_dir() and not (self.root / "test").is_dir():
-            raise DatasetError(f"{self.root} is not an MVTec-layout category: it has neither train/good nor test/ "
-                               f"(expected train/good, test/<type>, ground_truth/<type>)")
+        self.plain = not (self.root / "train" / "good").is_dir() and not (self.root / "test").is_dir()
+        if self.plain and not any(_images_below(self.root)):
+            raise DatasetError(f"{self.root} is neither an MVTec-layout category (train/good, test/<type>, "
+                               f"ground_truth/<type>) nor a folder of good images ({', '.join(sorted(IMAGE_EXTS))}, "
+                               f"searched recursively)")
         self.name = self.root.name
 
+    @property
+    def goods_root(self) -> Path:
+        """Where the good training images are: ``train/good``, or the plain folder itself."""
+        return self.root if self.plain else self.root / "train" / "good"
+
+    def image_key(self, path: Path) -> str:
+        """A training image's name in run records: its path below :attr:`goods_root` (the file name in MVTec)."""
+        return Path(path).relative_to(self.goods_root).as_posix()
+
     def train_good(self) -> list[Path]:
-        good = self.root / "train" / "good"
+        good = self.goods_root
         if not good.is_dir():
             raise DatasetError(f"{self.root} is not an MVTec-layout category for training: {good} is missing "
                                f"(expected train/good, test/<type>, ground_truth/<type>)")
-        images = list_images(good)
+        images = sorted(_images_below(good)) if self.plain else list_images(good)
         if not images:
             raise DatasetError(f"{good} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
         return images

@@ -44,20 +44,23 @@ def training_images(training: dict, data_dir: str | Path | None = None) -> tuple
     run is not in ``train/good`` (a different or changed data dir).
     """
     root = data_dir_of(training, data_dir)
-    goods = MVTecCategory(root).train_good()
-    by_name = {p.name: p for p in goods}
+    data = MVTecCategory(root)
+    goods = data.train_good()
+    by_name = {data.image_key(p): p for p in goods}
     names = list(training.get("holdout_images") or [])
     missing = [n for n in names if n not in by_name]
     if missing:
         raise DatasetError(f"held-out image {missing[0]} recorded by the run is not in {root}/train/good "
                            f"({len(missing)} of {len(names)} missing): wrong --data dir?")
     held = set(names)
-    return [p for p in goods if p.name not in held], [by_name[n] for n in names]
+    return [p for p in goods if data.image_key(p) not in held], [by_name[n] for n in names]
 
 
-def threshold_image_indexes(training: dict, bank_paths: list[Path]) -> list[int]:
-    """Positions in ``bank_paths`` of the bank images a run scored leave-one-out for its threshold."""
-    position = {p.name: i for i, p in enumerate(bank_paths)}
+def threshold_image_indexes(training: dict, bank_paths: list[Path], data_dir: str | Path | None = None) -> list[int]:
+    """Positions in ``bank_paths`` of the bank images a run scored leave-one-out for its threshold (named by
+    their path below the goods folder, see ``MVTecCategory.image_key``; runs before it: the file name)."""
+    data = MVTecCategory(data_dir_of(training, data_dir)) if bank_paths else None
+    position = {data.image_key(p): i for i, p in enumerate(bank_paths)} if data else {}
     names = list(training.get("threshold_images") or [])
     missing = [n for n in names if n not in position]
     if missing:

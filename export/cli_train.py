@@ -1,4 +1,4 @@
-"""``apc-train DATA_DIR --out RUN_DIR``: fit PatchCore on an MVTec-layout category.
+"""``apc-train DATA_DIR --out RUN_DIR``: fit PatchCore on an MVTec-layout category or a plain folder of good images.
 
 With ``--anomalies N`` it is AnomalousPatchCore: the backbone is first fine-tuned with N real anomalies
 from ``test/`` (which evaluation then skips), and PatchCore is built on the fine-tuned backbone.
@@ -6,6 +6,7 @@ from ``test/`` (which evaluation then skips), and PatchCore is built on the fine
 Example::
 
     apc-train ../shared/data/bottle --out runs/bottle --backbone mobilenet_v2
+    apc-train line3/good_parts --out runs/line3                  # every image below the folder is good
     apc-train ../shared/data/bottle --out runs/bottle_apc --anomalies 10 --epochs 50 --tasks cls,seg,rec
 """
 from __future__ import annotations
@@ -22,8 +23,10 @@ from .patchcore import TrainConfig, fit_patchcore
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good.")
-    p.add_argument("data_dir", help="MVTec-layout category: train/good, test/<type>, ground_truth/<type>")
+    p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good, or on every image below "
+                                                      "DATA_DIR when it is a plain folder of good images.")
+    p.add_argument("data_dir", help="MVTec-layout category (train/good, test/<type>, ground_truth/<type>) or a "
+                                    "folder of good images (searched recursively)")
     p.add_argument("--out", required=True, help="run dir to write (run.json, backbone.pt, memory_bank.npy)")
     p.add_argument("--backbone", default=TrainConfig.backbone, choices=BACKBONE_NAMES + ENSEMBLE_NAMES,
                    help="feature backbone (default %(default)s); a+b concatenates both backbones' features")

@@ -178,7 +178,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         try:
             bank_paths, held = training_images(info["training"], opts.data_dir)
             # no held-out goods: measure on the bank images the run scored leave-one-out
-            loo = [] if held else threshold_image_indexes(info["training"], bank_paths)
+            loo = [] if held else threshold_image_indexes(info["training"], bank_paths, opts.data_dir)
         except ValueError as exc:
             if compressed or opts.index == "hnsw":
                 raise

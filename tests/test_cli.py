@@ -55,3 +55,32 @@ def test_eval_and_export_errors(tmp_path, model_dir_onnx, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert eval_main([str(model_dir_onnx), str(tmp_path / "nodata")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_from_a_plain_folder_of_good_images(synthetic_category, tmp_path):
+    """No MVTec layout: every image below the folder (sub-folders too, same file names in two of them) is a
+    good image; export finds them again by their path below the folder."""
+    import json
+    import shutil
+
+    from apc_edge import Inspector
+    from apc_edge.export.cli_export import main as export_main
+    from apc_edge.export.cli_train import main as train_main
+
+    plain = tmp_path / "good_parts"
+    goods = sorted((synthetic_category / "train" / "good").glob("*.png"))
+    for i, p in enumerate(goods[:12]):
+        folder = plain / ("cam1" if i % 2 else "cam2")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / f"{i // 2:03d}.png")            # cam1/000.png and cam2/000.png both exist
+    (plain / ".thumbs").mkdir()
+    shutil.copy(goods[0], plain / ".thumbs" / "x.png")          # hidden folders are not training data
+    run = tmp_path / "run"
+    assert train_main([str(plain), "--out", str(run), "--resize", "96", "96"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["training"]["n_train_good"] == 12
+    keys = info["training"]["threshold_images"]
+    assert len(keys) == 12 and set(keys) == {p.relative_to(plain).as_posix() for p in plain.glob("cam*/*.png")}
+    assert export_main([str(run), "--target", "onnx", "--int8", "--guard-synthetic", "6",
+                        "--out", str(tmp_path / "m")]) == 0
+    assert Inspector(tmp_path / "m").threshold > 0
