@@ -91,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                       resize_mode=args.resize_mode, scale=args.scale,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed,
                       max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding)
-    if args.anomalies is None and apc_cli.options_given(args):
-        print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N", file=sys.stderr)
+    if args.anomalies is None and not args.anomalies_dir and apc_cli.options_given(args):
+        print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N or --anomalies-dir",
+              file=sys.stderr)
+        return 2
+    if args.anomalies is not None and args.anomalies_dir:
+        print("apc-train: give --anomalies N (from test/) or --anomalies-dir DIR, not both", file=sys.stderr)
         return 2
     try:
-        if args.anomalies is None:
+        if args.anomalies is None and not args.anomalies_dir:
             info = fit_patchcore(args.data_dir, args.out, cfg)
         else:
             info = fit_apc(args.data_dir, args.out, cfg, apc_cli.apc_config_from_args(args, args.seed),

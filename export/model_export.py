@@ -319,9 +319,12 @@ def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -
     anomalies an AnomalousPatchCore run was fine-tuned with, else CutPaste made from the bank images."""
     if opts.guard_anomalies:
         return collect_images(opts.guard_anomalies), "real (--guard-anomalies)"
-    keys = (info.get("few_shot_anomalies") or {}).get("images") or []
-    test_dir = Path(opts.data_dir or info["training"]["data_dir"]) / "test"
-    real = [test_dir / k for k in keys]
+    few_shot = info.get("few_shot_anomalies") or {}
+    keys = few_shot.get("images") or []
+    if few_shot.get("folder"):                       # apc-train --anomalies-dir
+        real = [Path(few_shot["folder"]) / Path(k).name for k in keys]
+    else:
+        real = [Path(opts.data_dir or info["training"]["data_dir"]) / "test" / k for k in keys]
     if real and all(p.is_file() for p in real):
         return real, "real (the run's few-shot anomalies)"
     if opts.guard_synthetic and len(bank_paths) >= 2:

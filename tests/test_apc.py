@@ -301,3 +301,40 @@ def test_loss_weights_option():
         with pytest.raises(ValueError, match="--loss-weights"):
             parse_loss_weights(bad)
 
+
+
+def test_seg_loss_leaves_out_anomalies_whose_mask_is_not_known():
+    from apc_edge.export.apc.train import task_losses
+
+    seg = torch.full((2, 1, 4, 4), 3.0)
+    masks = torch.stack([torch.ones(1, 4, 4), torch.full((1, 4, 4), -1.0)])      # known, unknown
+    out = task_losses({"seg": seg}, torch.zeros(2, 3, 4, 4), masks, torch.ones(2), torch.zeros(3, 1, 1),
+                      torch.ones(3, 1, 1))
+    known_only = torch.nn.functional.binary_cross_entropy_with_logits(seg[:1], masks[:1])
+    assert torch.isclose(out["seg"], known_only)
+
+
+def test_apc_from_a_folder_of_defects_with_and_without_masks(synthetic_category, tmp_path, capsys):
+    """--anomalies-dir: defects caught on the line (apc-review --export's defect/ and defect_masks/); the one
+    without a mask trains cls and rec only and is never a CutPaste source."""
+    import shutil
+
+    defect, masks = tmp_path / "reviewed" / "defect", tmp_path / "reviewed" / "defect_masks"
+    defect.mkdir(parents=True)
+    masks.mkdir()
+    spots = [s for s in MVTecCategory(synthetic_category).test_samples() if s.is_anomalous][:3]
+    for i, s in enumerate(spots):
+        shutil.copy(s.path, defect / f"line_{i}.png")
+        if i < 2:
+            shutil.copy(s.mask_path, masks / f"line_{i}.png")
+    run = tmp_path / "run"
+    assert train_main([str(synthetic_category), "--out", str(run), "--resize", str(HW), str(HW),
+                       "--coreset-ratio", "0.3", "--anomalies-dir", str(defect), "--epochs", "1",
+                       "--samples-per-epoch", "8", "--finetune-batch", "4"]) == 0
+    assert "3, 2 with a mask (1 without: classification and reconstruction only" in capsys.readouterr().out
+    fs = json.loads((run / "run.json").read_text())["few_shot_anomalies"]
+    assert fs["folder"] == str(defect.resolve()) and fs["with_mask"] == ["defect/line_0.png", "defect/line_1.png"]
+    assert json.loads((run / "run.json").read_text())["config"]["exclude"] == []
+    assert train_main([str(synthetic_category), "--out", str(tmp_path / "r2"), "--anomalies-dir", str(defect),
+                       "--anomalies", "2"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -16,7 +16,8 @@ from .train import DEFAULT_WEIGHTS, APCConfig
 # argparse dest -> APCConfig field (None: not a config field)
 OPTIONS = {"epochs": "epochs", "samples_per_epoch": "samples_per_epoch", "finetune_batch": "batch_size",
            "tasks": "tasks", "decoder": "decoder", "no_cutpaste": "cutpaste", "no_augment": "augment",
-           "finetune_lr": "lr", "patience": "patience", "loss_weights": "loss_weights", "resume": None}
+           "finetune_lr": "lr", "patience": "patience", "loss_weights": "loss_weights", "resume": None,
+           "anomaly_masks": "anomaly_masks"}
 
 
 def add_apc_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,12 @@ def add_apc_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--anomalies", type=int, default=None, metavar="N",
                    help="take N anomalous images (with masks) from test/, uniformly per defect type; "
                         "apc-eval then leaves them out")
+    a.add_argument("--anomalies-dir", default=None, metavar="DIR",
+                   help="instead of --anomalies: every defect image of DIR (e.g. apc-review --export's DIR/defect); "
+                        "masks from --anomaly-masks, and an image without one trains only cls and rec")
+    a.add_argument("--anomaly-masks", default=None, metavar="DIR",
+                   help="masks of --anomalies-dir, named like the images or <stem>_mask.png "
+                        "(default: <DIR>_masks beside it)")
     a.add_argument("--epochs", type=int, default=None, help=f"fine-tuning epochs (default {APCConfig.epochs})")
     a.add_argument("--samples-per-epoch", type=int, default=None,
                    help=f"samples per epoch, half good, half anomalous (default {APCConfig.samples_per_epoch})")
@@ -49,7 +56,7 @@ def options_given(args: argparse.Namespace) -> list[str]:
 
 def apc_config_from_args(args: argparse.Namespace, seed: int) -> APCConfig:
     """The settings of the command line; ``ValueError`` names a bad one."""
-    cfg = APCConfig(anomalies=args.anomalies, seed=seed)
+    cfg = APCConfig(anomalies=args.anomalies or 0, anomalies_dir=args.anomalies_dir, seed=seed)
     for dest, field in OPTIONS.items():
         value = getattr(args, dest)
         if value is None or field is None:
@@ -89,4 +96,12 @@ def describe(info: dict) -> list[str]:
     return [f"fine-tuned {ft['epochs_run']} epochs x {ft['samples_per_epoch']} samples with "
             f"{len(info['few_shot_anomalies']['images'])} anomalies ({', '.join(ft['tasks'])}, {ft['decoder']}) "
             f"in {ft['seconds']:.1f} s; last epoch: {losses}",
-            f"few-shot anomalies (left out of evaluation): {' '.join(info['few_shot_anomalies']['images'])}"]
+            few_shot_line(info["few_shot_anomalies"])]
+
+
+def few_shot_line(fs: dict) -> str:
+    if fs.get("folder"):
+        n, masked = len(fs["images"]), len(fs.get("with_mask", []))
+        return (f"anomalies from {fs['folder']}: {n}, {masked} with a mask"
+                + (f" ({n - masked} without: classification and reconstruction only, no CutPaste)" if n > masked else ""))
+    return f"few-shot anomalies (left out of evaluation): {' '.join(fs['images'])}"

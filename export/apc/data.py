@@ -67,28 +67,34 @@ class FewShotTrainSet:
             frame = load_image(p)
             self.goods.append(rgb_input(pre, frame))
             self.good_regions.append(pre.placement(frame.shape) if pre.mode == "pad" else None)
-        self.anomalies, self.masks = [], []
+        self.anomalies, self.masks = [], []       # a mask of None: not known (the image trains cls and rec only)
         for s in anomalies:
             frame = load_image(s.path)
-            mask = input_mask(pre, s.load_mask(frame.shape[:2]))
-            if not mask.any():
-                raise ValueError(f"the mask of {s.key} is empty; AnomalousPatchCore needs the defect's pixels")
+            mask = None
+            if s.mask_path is not None:
+                mask = input_mask(pre, s.load_mask(frame.shape[:2]))
+                if not mask.any():
+                    raise ValueError(f"the mask of {s.key} is empty; AnomalousPatchCore needs the defect's pixels")
             self.anomalies.append(rgb_input(pre, frame))
             self.masks.append(mask)
+        self.masked = [j for j, m in enumerate(self.masks) if m is not None]     # CutPaste sources
         self.cutpaste = cutpaste
         self.cutpaste_share = cutpaste_share
         self.augment = BasicAugment() if augment else None
         self.empty_mask = np.zeros(pre.input_hw, bool)
 
-    def anomalous_sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def anomalous_sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """An anomalous image and its mask (None: not known)."""
         j = int(rng.integers(len(self.anomalies)))
-        if self.cutpaste and rng.random() < self.cutpaste_share:
+        if self.cutpaste and self.masked and rng.random() < self.cutpaste_share:
+            j = self.masked[int(rng.integers(len(self.masked)))]
             i = int(rng.integers(len(self.goods)))
             return cut_paste(self.goods[i], self.anomalies[j], self.masks[j], rng, within=self.good_regions[i])
         return self.anomalies[j], self.masks[j]
 
     def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``batch_size // 2`` good samples (at least one) and the rest anomalous, shuffled."""
+        """``batch_size // 2`` good samples (at least one) and the rest anomalous, shuffled. An anomaly whose
+        mask is not known gets a mask of -1 everywhere (``train.task_losses`` leaves it out of the seg loss)."""
         n_good = max(1, batch_size // 2)
         images, masks, labels = [], [], []
         for i in range(batch_size):
@@ -96,13 +102,15 @@ class FewShotTrainSet:
                 img, mask, label = self.goods[int(rng.integers(len(self.goods)))], self.empty_mask, 0.0
             else:
                 (img, mask), label = self.anomalous_sample(rng), 1.0
+            known = mask is not None
+            mask = mask if known else self.empty_mask
             if self.augment is not None:
                 img, mask = self.augment(img, mask, rng)
             images.append(img)
-            masks.append(mask)
+            masks.append(mask.astype(np.float32) if known else np.full(mask.shape, -1.0, np.float32))
             labels.append(label)
         order = rng.permutation(batch_size)
         x = torch.from_numpy(to_input(self.pre, [images[i] for i in order]))
-        m = torch.from_numpy(np.stack([masks[i] for i in order]).astype(np.float32)[:, None])
+        m = torch.from_numpy(np.stack([masks[i] for i in order])[:, None])
         y = torch.tensor([labels[i] for i in order], dtype=torch.float32)
         return x, m, y

@@ -28,7 +28,7 @@ from ..backbones import build_backbone
 from ..patchcore import TrainConfig, fit_patchcore, make_preprocessor, resolve_input, split_holdout
 from .data import FewShotTrainSet
 from .model import APCModel
-from .selection import select_anomalies
+from .selection import folder_anomalies, select_anomalies
 from .train import CHECKPOINT_FILE, APCConfig, finetune
 
 
@@ -38,7 +38,8 @@ def fit_apc(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, apc: AP
     t0 = time.perf_counter()
     apc.validate()
     data = MVTecCategory(data_dir)
-    selection = select_anomalies(data, apc.anomalies, apc.seed)
+    selection = (folder_anomalies(apc.anomalies_dir, apc.anomaly_masks) if apc.anomalies_dir else
+                 select_anomalies(data, apc.anomalies, apc.seed))
     backbone = build_backbone(cfg.backbone, cfg.weights)
     goods = data.train_good()
     cfg = resolve_input(cfg, goods)
@@ -74,6 +75,6 @@ def fit_apc(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, apc: AP
         "cpu_seconds_loop": result["cpu_seconds"],          # process CPU time (all threads) of the loop
         "seconds": round(time.perf_counter() - t0, 2),      # selection, image loading and the loop
     }
-    cfg.exclude = selection.keys
+    cfg.exclude = [] if apc.anomalies_dir else selection.keys      # test images to leave out of evaluation
     return fit_patchcore(data_dir, run_dir, cfg, backbone=backbone,
                          extra={"fine_tuning": fine_tuning, "few_shot_anomalies": selection.to_dict()})

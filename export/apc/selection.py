@@ -30,6 +30,7 @@ class AnomalySelection:
     samples: tuple[Sample, ...]
     seed: int
     n_available: dict[str, int]       # usable (masked) anomalies per defect type
+    source: str | None = None         # a folder (--anomalies-dir), or None: the category's test/
 
     @property
     def keys(self) -> list[str]:
@@ -44,6 +45,10 @@ class AnomalySelection:
 
     def to_dict(self) -> dict:
         """The ``few_shot_anomalies`` block of ``run.json`` / the manifest."""
+        if self.source is not None:
+            masked = [s.key for s in self.samples if s.mask_path is not None]
+            return {"images": self.keys, "folder": self.source, "n": len(self.samples), "with_mask": masked,
+                    "rule": "every image of the folder; without a mask only the cls and rec tasks train on it"}
         return {"images": self.keys, "seed": self.seed, "n": len(self.samples), "per_type": self.per_type,
                 "n_available": dict(self.n_available),
                 "rule": "uniform per defect type among test images with a non-empty mask"}
@@ -118,3 +123,32 @@ def select_anomalies(data: MVTecCategory | str | Path, n: int, seed: int = 0) ->
             idx = np.sort(rng.choice(len(samples), size=quota[t], replace=False))
             chosen += [samples[i] for i in idx]
     return AnomalySelection(tuple(chosen), int(seed), capacity)
+
+
+MASK_SUFFIXES = ("", "_mask")
+
+
+def folder_anomalies(folder: str | Path, masks: str | Path | None = None) -> AnomalySelection:
+    """Every defect image in ``folder`` (not recursive), e.g. ``apc-review --export DIR``'s ``DIR/defect``.
+
+    Masks: in ``masks`` (default: ``<folder>_masks`` beside it, e.g. ``defect_masks``) under the image's
+    name or ``<stem>_mask.png``; an image without one (or with an empty one) trains only the tasks that
+    need no mask (classification and reconstruction) and is never a CutPaste source.
+    """
+    from apc_edge.calibration.dataset import list_images
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"--anomalies-dir {folder} does not exist")
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"--anomalies-dir {folder} holds no images")
+    mask_dir = Path(masks) if masks is not None else folder.with_name(folder.name + "_masks")
+    if masks is not None and not mask_dir.is_dir():
+        raise DatasetError(f"--anomaly-masks {mask_dir} does not exist")
+    samples = []
+    for p in images:
+        found = next((c for c in (mask_dir / f"{p.stem}{s}.png" for s in MASK_SUFFIXES) if c.is_file()), None)
+        sample = Sample(p, folder.name, found)
+        samples.append(sample if found is not None and mask_is_set(sample) else Sample(p, folder.name, None))
+    return AnomalySelection(tuple(samples), 0, {folder.name: len(samples)}, source=str(folder.resolve()))

@@ -42,6 +42,8 @@ class APCConfig:
     """Everything that decides the fine-tuning; stored in ``run.json`` under ``fine_tuning``."""
 
     anomalies: int = 10
+    anomalies_dir: str | None = None   # take every defect image of this folder instead (masks where they exist)
+    anomaly_masks: str | None = None   # their masks (default: <anomalies_dir>_masks beside it)
     epochs: int = 50
     samples_per_epoch: int = 64
     batch_size: int = 8
@@ -62,7 +64,7 @@ class APCConfig:
         self.tasks = check_tasks(self.tasks)
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
-        for name in ("epochs", "samples_per_epoch", "batch_size", "anomalies"):
+        for name in ("epochs", "samples_per_epoch", "batch_size") + (() if self.anomalies_dir else ("anomalies",)):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -88,7 +90,9 @@ def task_losses(out: dict[str, torch.Tensor], x: torch.Tensor, masks: torch.Tens
     if "cls" in out:
         losses["cls"] = F.binary_cross_entropy_with_logits(out["cls"], labels)
     if "seg" in out:
-        losses["seg"] = F.binary_cross_entropy_with_logits(out["seg"], masks)
+        known = (masks >= 0).float()               # -1: an anomaly whose mask is not known (cls and rec only)
+        per_pixel = F.binary_cross_entropy_with_logits(out["seg"], masks.clamp(min=0), reduction="none")
+        losses["seg"] = (per_pixel * known).sum() / known.sum().clamp(min=1.0)
     if "rec" in out:
         losses["rec"] = F.mse_loss(out["rec"], x * std + mean)
     return losses
