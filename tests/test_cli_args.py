@@ -146,7 +146,7 @@ EVAL = [
     (["{missing}", "{data}"], "model_dir: folder"),
     (["MODEL", "{missing}"], "data_dir: folder"),
     (["MODEL", "{file}"], "is not a folder"),
-    (["MODEL", "{dir}"], "is not an MVTec-layout category"),
+    (["MODEL", "{dir}"], "is neither an MVTec-layout category"),
     (["MODEL", "{data}", "--exclude", "no-slash.png"], "--exclude must be <type>/<file name>"),
     (["MODEL", "{data}", "--exclude", "good/none.png"], "--exclude good/none.png: no such test image"),
     (["MODEL", "{data}", "--device", "X"], "--device must be a device name"),
