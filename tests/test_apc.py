@@ -32,7 +32,7 @@ def tiny_pre(backbone) -> Preprocessor:
 # --- model and heads -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", BACKBONE_NAMES)
+@pytest.mark.parametrize("name", [n for n in BACKBONE_NAMES if not n.startswith("clip_") or n == "clip_rn50"])
 @pytest.mark.parametrize("decoder", ["unet2", "unet4"])
 def test_head_output_shapes(name, decoder):
     torch.manual_seed(0)

@@ -23,6 +23,7 @@ from typing import Callable
 
 from .base import BackboneError, FeatureBackbone
 from .checkpoint import LoadReport, apply_state_dict, load_checkpoint_into, read_state_dict
+from .clip_resnet import CLIP_CONFIGS, ClipResNetFeatures
 from .efficientnet import EfficientNetLite0Features
 from .ensemble import EnsembleFeatures, member_names
 from .mobilenet import MobileNetV2Features
@@ -33,6 +34,7 @@ _FACTORIES: dict[str, Callable[[], FeatureBackbone]] = {
     "mobilenet_v2": MobileNetV2Features,
     "efficientnet_lite0": EfficientNetLite0Features,
     **{name: (lambda name=name: ResNetFeatures(name)) for name in RESNET_CONFIGS},
+    **{name: (lambda name=name: ClipResNetFeatures(name)) for name in CLIP_CONFIGS},
 }
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_FACTORIES)

@@ -6,8 +6,10 @@ plain containers, never arbitrary pickled objects. Accepted layouts:
 * a raw state dict, or one nested under ``"state_dict"``, ``"model"`` or
   ``"model_state_dict"`` (training checkpoints);
 * keys with a ``module.`` prefix (DataParallel), MoCo v3 (``base_encoder.``;
-  ``momentum_encoder.`` and ``predictor.`` are dropped) and MoCo v1/v2
-  (``encoder_q.``; ``encoder_k.`` is dropped).
+  ``momentum_encoder.`` and ``predictor.`` are dropped), MoCo v1/v2
+  (``encoder_q.``; ``encoder_k.`` is dropped) and CLIP (``visual.``; the text tower is ignored).
+  CLIP's own ``.pt`` downloads are TorchScript archives, which are refused (they run code when
+  loaded); save their state dict once: ``torch.save(torch.jit.load(f).state_dict(), "rn50.pth")``.
 
 Keys of layers the backbone does not build (``layer4``, ``fc``, deeper
 ``features``/``_blocks``, heads) are ignored; every tensor the backbone needs
@@ -34,7 +36,7 @@ import torch
 from .base import BackboneError, FeatureBackbone
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
-STRIPPED_PREFIXES = ("module.", "base_encoder.", "encoder_q.")
+STRIPPED_PREFIXES = ("module.", "base_encoder.", "encoder_q.", "visual.")     # visual.: CLIP's image tower
 DROPPED_PREFIXES = ("momentum_encoder.", "predictor.", "encoder_k.")
 
 # How many offending keys an error message lists.
