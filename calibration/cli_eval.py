@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     per = "  ".join(f"{k} {v:.4f}" for k, v in report["per_defect_type_image_auroc"].items())
     print(f"apc-eval: per defect type image AUROC: {per}")
     at = report["at_threshold"]
-    print(f"apc-eval: at threshold {at['threshold']:.4f}: false alarms {at['false_alarm_rate']}, recall {at['recall']}")
+    rate = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    print(f"apc-eval: at threshold {at['threshold']:.4f}: false alarms {rate(at['false_alarm_rate'])}, "
+          f"recall {rate(at['recall'])}")
     return 0
 
 
