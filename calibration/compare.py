@@ -14,13 +14,14 @@ Example::
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from apc_edge.cli import args as A
 
 from . import metrics
 
@@ -73,14 +74,16 @@ def paired_auroc_difference(labels, scores_a, scores_b, resamples: int = 2000, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="apc-compare", description="Paired bootstrap of the image-AUROC difference "
+    p = A.ArgumentParser(prog="apc-compare", description="Paired bootstrap of the image-AUROC difference "
                                 "of two per-image score files (A - B) on the images both scored.")
     p.add_argument("a", help="scores CSV of model A (image,label,raw_score)")
     p.add_argument("b", help="scores CSV of model B")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="resampling seed (default %(default)s)")
     p.add_argument("--json", dest="json_path", help="also write the result here")
-    args = p.parse_args(argv)
+    args = A.parse(p, argv)
+    if isinstance(args, int):
+        return args
     if args.resamples < 100:
         print(f"apc-compare: --resamples must be at least 100, got {args.resamples}", file=sys.stderr)
         return 2

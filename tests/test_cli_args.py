@@ -262,3 +262,15 @@ def test_export_refuses(argv, message, trained_run, places, tmp_path, capsys):
     from apc_edge.export.cli_export import main as export_main
 
     assert_refused(export_main, [trained_run, "--out", "{out}", *argv], message, capsys, places, tmp_path)
+
+
+@pytest.mark.parametrize("prog", ["apc-train", "apc-export", "apc-eval", "apc-calibrate", "apc-compare",
+                                  "apc-inspect", "apc-bench", "apc-review", "apc-update"])
+def test_every_command_has_version_and_help(prog):
+    exe = shutil.which(prog) or str(Path(sys.executable).parent / prog)
+    from apc_edge import __version__
+
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"{prog} {__version__}"
+    help_text = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120).stdout
+    assert help_text.startswith(f"usage: {prog}")

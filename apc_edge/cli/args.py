@@ -38,7 +38,14 @@ class ArgumentValueError(argparse.ArgumentTypeError, ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are one line: ``prog: message (see prog --help)``, exit 2."""
+    """``argparse.ArgumentParser`` whose errors are one line: ``prog: message (see prog --help)``, exit 2,
+    with ``--version`` on every command."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from .. import __version__
+
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     def error(self, message: str) -> NoReturn:
         message = re.sub(r"^argument ([^:]+): (must )", r"\1 \2", one_line(message))
