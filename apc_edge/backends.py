@@ -24,6 +24,14 @@ from .manifest import GraphSpec, ModelDirError
 from .model_files import private_copy
 
 
+def _import(module: str, extra: str, what: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ModelDirError(f"this model dir's graph is {what}, but {module} is not installed here: "
+                            f"pip install 'apc-edge[{extra}]'") from None
+
+
 class Backend(ABC):
     """Runs a preprocessed (N, 3, H, W) float32 batch through the embedding graph."""
 
@@ -49,7 +57,7 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, xml_path: Path, device: str = "CPU", precision: str = "fp32", num_requests: int = 1,
                  model=None, threads: int = 0):
-        import openvino as ov
+        ov = _import("openvino", "openvino", "an OpenVINO IR")
 
         self.device = device.upper()
         self.precision = precision
@@ -77,7 +85,7 @@ class OpenVINOBackend(Backend):
     def from_bytes(cls, xml: bytes | bytearray, weights: bytes | bytearray, xml_path: Path, device: str = "CPU",
                    precision: str = "fp32", threads: int = 0) -> "OpenVINOBackend":
         """Build from an IR's bytes (``xml_path`` names it in messages); nothing else is read."""
-        import openvino as ov
+        ov = _import("openvino", "openvino", "an OpenVINO IR")
 
         try:
             text = bytes(xml).decode("utf-8")
@@ -110,7 +118,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, onnx_path: Path, device: str = "CPU", precision: str = "fp32", threads: int = 0,
                  shown_as: Path | None = None):
-        import onnxruntime as ort
+        ort = _import("onnxruntime", "onnx", "ONNX")
 
         self.device = device.upper()
         self.precision = precision

@@ -26,6 +26,19 @@ from .hnsw_file import check_index
 from .model_files import private_copy
 
 
+class MissingLibrary(ImportError):
+    """A library this model dir needs is not installed; the message names the extra to install."""
+
+
+def _hnswlib():
+    try:
+        import hnswlib
+    except ImportError:
+        raise MissingLibrary("this model dir searches an HNSW index, but hnswlib is not installed: "
+                             "pip install 'apc-edge[hnsw]', or load it with Inspector(index='exact')") from None
+    return hnswlib
+
+
 class NeighbourIndex(ABC):
     """k-nearest-neighbour search returning Euclidean distances and bank row ids."""
 
@@ -143,7 +156,7 @@ class HnswIndex(NeighbourIndex):
     def build(cls, bank: np.ndarray, M: int = 16, ef_construction: int = 200, ef: int = 64,
               threads: int = -1, seed: int = 0) -> "HnswIndex":
         """Index the rows of ``bank`` (N, D); row i gets id i."""
-        import hnswlib
+        hnswlib = _hnswlib()
 
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         if bank.ndim != 2 or bank.shape[0] == 0:
@@ -171,7 +184,7 @@ class HnswIndex(NeighbourIndex):
     def from_bytes(cls, data: bytes | bytearray, dim: int, ef: int = 64, threads: int = -1) -> "HnswIndex":
         """Load an index from the bytes of its file, already checked by :func:`apc_edge.hnsw_file.check_index`
         (hnswlib reads only files: it reads a private copy of these bytes)."""
-        import hnswlib
+        hnswlib = _hnswlib()
 
         index = hnswlib.Index(space="l2", dim=int(dim))
         with private_copy({"index.hnsw": data}) as tmp:

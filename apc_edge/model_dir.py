@@ -26,7 +26,7 @@ from . import graph_probe
 from .backends import Backend, open_backend
 from .bank_file import read_bank
 from .hnsw_file import check_index
-from .index import ExactIndex, HnswIndex, NeighbourIndex
+from .index import ExactIndex, HnswIndex, MissingLibrary, NeighbourIndex
 from .threads import ThreadPlan
 from .manifest import Manifest, ModelDirError, parse_threshold, read_manifest, threshold_limit
 from .model_files import read_verified
@@ -110,7 +110,7 @@ def _open_hnsw(m: Manifest, data: bytearray, bank: np.ndarray) -> HnswIndex:
     check_index(data, bank.shape[0], bank.shape[1], m.index.M, where, bank=bank)
     try:
         index = HnswIndex.from_bytes(data, bank.shape[1], ef=m.index.ef)
-    except ValueError as exc:
+    except (ValueError, MissingLibrary) as exc:
         raise ModelDirError(f"{where}: {exc}") from None
     rows = np.unique(np.linspace(0, bank.shape[0] - 1, min(SELF_QUERY_ROWS, bank.shape[0])).round().astype(int))
     index.ef = max(m.index.ef, SELF_QUERY_MIN_EF)
