@@ -37,7 +37,7 @@ class QuantizationGuardError(ValueError):
 
 @dataclass(frozen=True)
 class GuardTolerance:
-    """Limits the compressed pipeline must meet (defaults: see the README's "Edge compression")."""
+    """Limits the compressed pipeline must meet (defaults: see docs/edge-compression.md)."""
 
     min_cosine: float = 0.97        # mean per-patch embedding cosine, INT8 vs FP32
     min_spearman: float = 0.8       # image-score rank correlation over all guard images (enforced from

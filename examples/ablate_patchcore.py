@@ -1,4 +1,4 @@
-"""The screening harness behind the README's table "Why our defaults lost to anomalib".
+"""The screening harness behind the table "Why our defaults lost to anomalib" in docs/accuracy.md.
 
 Our PatchCore on the torch path (no export), with each difference from anomalib's recipe switchable:
 input size, resize interpolation (``cv``: our Preprocessor's rule, ``sep``: OpenCV per axis, ``linear``,

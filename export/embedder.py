@@ -39,7 +39,7 @@ class PatchEmbedder(nn.Module):
     all p x p cells, padding included, so edge and corner patches shrink toward
     zero and score lower; ``"valid"`` averages only the cells inside the image.
     On magnetic_tile, whose tiles vary most at their edges, ``"valid"`` lost 0.10
-    image AUROC (README, "Why our defaults lost").
+    image AUROC (docs/accuracy.md, "Why our defaults lost").
     """
 
     def __init__(self, backbone: nn.Module, levels: tuple[int, int] | None = None, patch_size: int = 3,

@@ -46,7 +46,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BANK_DTYPES = ("float32", "float16")
 INT8_PRESETS = ("performance", "mixed")
 ONNX_OPSET = 17
-# Below this many bank rows `--index auto` keeps exact search without measuring (see README "Edge compression").
+# Below this many bank rows `--index auto` keeps exact search without measuring (see docs/edge-compression.md).
 AUTO_EXACT_BELOW = 4096
 
 
