@@ -15,7 +15,10 @@ the updates are batched:
 * **Pruned updates.** Patches are grouped into k-means clusters stored
   contiguously; by the triangle inequality a new centre farther than
   ``radius + sqrt(max distance)`` from a cluster's centroid cannot move any of
-  its patches, so that cluster skips that centre.
+  its patches, so that cluster skips that centre. Inside a cluster the same
+  test runs per patch (its own distance to the centroid and to its nearest
+  centre so far): late in the greedy, when most patches are well covered, only
+  the few that a new centre can reach are updated.
 
 Features wider than ``proj_dim`` are first reduced by a Gaussian random
 projection (Johnson-Lindenstrauss, as in the paper); narrower ones (MobileNetV2's
@@ -93,6 +96,7 @@ class _ClusteredDistances:
     ends: np.ndarray            # one past its last row
     centroids: np.ndarray       # (C, d)
     radius: np.ndarray          # (C,) largest centroid-to-member distance (rounded up)
+    member_r: np.ndarray        # (N,) each point's distance to its cluster's centroid (rounded up)
     min_d: np.ndarray           # (N,) squared distance to the nearest centre so far (inf before any)
     cluster_max: np.ndarray     # (C,) largest min_d in each cluster
 
@@ -110,8 +114,9 @@ class _ClusteredDistances:
         member_of = np.repeat(np.arange(len(used)), ends - starts)
         to_centroid = sq - 2.0 * np.einsum("ij,ij->i", points, centroids[member_of]) \
             + _squared_norms(centroids)[member_of]
-        radius = np.sqrt(np.maximum(np.maximum.reduceat(to_centroid, starts), 0.0)) * _SLACK + 1e-5
-        return cls(points, sq, order, starts, ends, centroids, radius,
+        member_r = (np.sqrt(np.maximum(to_centroid, 0.0)) * _SLACK + 1e-5).astype(np.float32)
+        radius = np.maximum.reduceat(member_r, starts)
+        return cls(points, sq, order, starts, ends, centroids, radius, member_r,
                    np.full(len(z), np.inf, np.float32), np.full(len(used), np.inf, np.float32))
 
     def add_centres(self, centres: np.ndarray) -> None:
@@ -125,14 +130,27 @@ class _ClusteredDistances:
             sel = np.flatnonzero(reaches[k])
             kc, kc_sq = (c, c_sq) if sel.size == len(centres) else (c[sel], c_sq[sel])
             lo, hi = int(self.starts[k]), int(self.ends[k])
-            for a in range(lo, hi, ROW_CHUNK):
-                b = min(hi, a + ROW_CHUNK)
-                d2 = self.points[a:b] @ kc.T
-                d2 *= -2.0
-                d2 += kc_sq[None, :]
-                nearest = d2.min(axis=1)
-                nearest += self.sq[a:b]
-                np.minimum(self.min_d[a:b], nearest, out=self.min_d[a:b])
+            # a point p can be moved by a centre only if |p - centroid| + sqrt(min_d[p]) > |centre - centroid|
+            nearest_centre = float(to_centroid[k, sel].min()) / _SLACK - 1e-5
+            reach = self.member_r[lo:hi] + np.sqrt(self.min_d[lo:hi]) * _SLACK > nearest_centre
+            rows = np.flatnonzero(reach)
+            if rows.size * 2 < hi - lo:         # few reachable: update those rows only
+                if rows.size:
+                    rows += lo
+                    d2 = self.points[rows] @ kc.T
+                    d2 *= -2.0
+                    d2 += kc_sq[None, :]
+                    nearest = d2.min(axis=1) + self.sq[rows]
+                    self.min_d[rows] = np.minimum(self.min_d[rows], nearest)
+            else:
+                for a in range(lo, hi, ROW_CHUNK):
+                    b = min(hi, a + ROW_CHUNK)
+                    d2 = self.points[a:b] @ kc.T
+                    d2 *= -2.0
+                    d2 += kc_sq[None, :]
+                    nearest = d2.min(axis=1)
+                    nearest += self.sq[a:b]
+                    np.minimum(self.min_d[a:b], nearest, out=self.min_d[a:b])
             own = centres[(centres >= lo) & (centres < hi)]
             self.min_d[own] = 0.0
             self.cluster_max[k] = self.min_d[lo:hi].max()
