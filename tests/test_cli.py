@@ -28,7 +28,7 @@ def test_train_export_eval(tmp_path, synthetic_category, capsys):
         assert 0.0 <= report[key] <= 1.0
     assert report["n_test"] == 12 and set(report["per_defect_type_image_auroc"]) == {"scratch", "spot"}
     assert report["image_auroc"] > 0.8           # the synthetic defects are obvious
-    assert (report_dir / "roc.png").stat().st_size > 0 and (report_dir / "overlays.png").stat().st_size > 0
+    assert (report_dir / "roc.png").stat().st_size > 0 and (report_dir / "report.html").stat().st_size > 0
 
 
 def test_wrong_data_folder(tmp_path, capsys):

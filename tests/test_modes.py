@@ -34,8 +34,10 @@ def test_eval_with_report(model, synthetic_category, tmp_path):
     report = tmp_path / "report"
     assert eval_main([str(model), str(synthetic_category), "--json", str(tmp_path / "m.json"),
                       "--report", str(report)]) == 0
-    grid = cv2.imread(str(report / "overlays.png"))
-    assert grid is not None and grid.shape[1] == 8 * 224 and grid.shape[0] % 224 == 0
+    for name in ("false_alarms.png", "misses.png"):            # original | overlay | ground truth, per image
+        rows = cv2.imread(str(report / name))
+        assert rows is not None and rows.shape[1] > 2 * rows.shape[0] // 6
+    assert "original | heatmap overlay" in (report / "report.html").read_text()
     assert json.loads((tmp_path / "m.json").read_text())["n_test"] == 12
 
 
