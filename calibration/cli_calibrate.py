@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = calibrate(args)
     except (ModelDirError, DatasetError, ValueError) as exc:
-        print(f"\napc-calibrate: {A.one_line(exc)}", file=sys.stderr)
+        print(f"apc-calibrate: {A.one_line(exc)}", file=sys.stderr)
         return 2
     block, prev = out["block"], out["previous"]
     if not args.dry_run:

@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         report, scored, inspector = evaluate(args.model_dir, args.data_dir, args.device, args.exclude,
                                              progress=lambda n: Progress(n, "scoring"))
     except (ModelDirError, DatasetError, ValueError) as exc:          # ValueError: an image that does not decode
-        print(f"\n{PROG}: {A.one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
-    print(file=sys.stderr)
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,8 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +42,15 @@ def excluded_keys(inspector: Inspector, extra: list[str] | None = None) -> set[s
 def score_samples(inspector: Inspector, samples: list[Sample], progress=None) -> list[ScoredSample]:
     pre = inspector.preprocessor
     scored = []
-    for s in samples:
-        frame = load_image(s.path)
-        r = inspector.check(frame)
-        mask = s.load_mask(frame.shape[:2])
-        scored.append(ScoredSample(s, r.raw_score, r.timings["total"],
-                                   pre.to_input_grid(r.anomaly_map), pre.to_input_grid(mask, nearest=True)))
-        if progress:
-            progress.update(1)
+    with progress if progress is not None else contextlib.nullcontext():     # the bar's line ends, error or not
+        for s in samples:
+            frame = load_image(s.path)
+            r = inspector.check(frame)
+            mask = s.load_mask(frame.shape[:2])
+            scored.append(ScoredSample(s, r.raw_score, r.timings["total"],
+                                       pre.to_input_grid(r.anomaly_map), pre.to_input_grid(mask, nearest=True)))
+            if progress:
+                progress.update(1)
     return scored
 
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = export_model(args.run_dir, args.out, overwrite=args.overwrite, options=opts)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"\napc-export: {exc}", file=sys.stderr)
+        print(f"apc-export: {A.one_line(exc)}", file=sys.stderr)
         return 2
     g = manifest["graph"]
     print(f"apc-export: {args.target} {g['precision']} model dir {args.out} (bank {manifest['memory_bank']['size']} x "

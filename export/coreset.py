@@ -33,6 +33,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,19 +202,17 @@ def greedy_coreset(features: np.ndarray, ratio: float = 0.1, proj_dim: int = 128
     chosen = [int(position[np.random.default_rng(seed).integers(n)])]
     state.add_centres(np.array(chosen))
     candidates = FIRST_BATCH
-    bar = Progress(size, "coreset") if progress else None
-    while len(chosen) < size:
-        batch = state.pick_batch(candidates, size - len(chosen))
-        state.add_centres(np.array(batch))
-        chosen += batch
-        if bar:
-            bar.update(len(batch))
-        if len(batch) > candidates // 2:
-            candidates *= 2
-        elif len(batch) < candidates // 8:
-            candidates = max(64, candidates // 2)
-    if bar:
-        bar.__exit__()
+    with Progress(size, "coreset") if progress else contextlib.nullcontext() as bar:
+        while len(chosen) < size:
+            batch = state.pick_batch(candidates, size - len(chosen))
+            state.add_centres(np.array(batch))
+            chosen += batch
+            if bar:
+                bar.update(len(batch))
+            if len(batch) > candidates // 2:
+                candidates *= 2
+            elif len(batch) < candidates // 8:
+                candidates = max(64, candidates // 2)
     return state.order[np.array(chosen)]
 
 
