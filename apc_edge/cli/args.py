@@ -187,6 +187,10 @@ def existing_path(text: str) -> Path:
 
 def video_file(text: str) -> Path:
     """An existing file with a video extension (``VIDEO_EXTS`` of :mod:`apc_edge.sources.video`)."""
+    from ..sources.stream import is_stream_spec
+
+    if is_stream_spec(str(text)):
+        raise ArgumentValueError(f"{text!r} is a stream, not a file: give it as --stream {text}")
     path = existing_file(text)
     if path.suffix.lower() not in VIDEO_EXTS:
         raise ArgumentValueError(f"{text!r} is not a video file (expected one of {', '.join(VIDEO_EXTS)})")

@@ -39,6 +39,7 @@ from ..runtime import InspectRun, LaneSpec, ReviewFrames, StatusAwareHandler, St
 from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
 from ..runtime.overlay_writer import OverlayBudget
 from ..sources import SourceError, list_cameras
+from ..sources.stream import STREAM_SCHEMES, is_stream_spec
 from . import args as A
 
 PROG = "apc-inspect"
@@ -61,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a Basler camera by serial number or user-defined name (no value: the first found); "
                           "repeat for several cameras, each optionally with its own model dir")
     src.add_argument("--folder", type=Path, help="a folder of images, in file-name order")
-    src.add_argument("--video", type=Path, help="a video file")
+    src.add_argument("--video", help="a video file")
+    src.add_argument("--stream", metavar="URL|usb:N",
+                     help="any camera OpenCV opens: a network stream (rtsp://, http:// MJPEG, ...) or a USB/UVC "
+                          "device (usb:0); reconnects when it drops (--reconnect-max-wait)")
     src.add_argument("--config", type=Path, help="JSON file listing cameras and their model dirs")
     src.add_argument("--loop", action="store_true", help="replay --folder/--video forever")
     src.add_argument("--list-cameras", action="store_true", help="list the cameras found and exit")
@@ -131,9 +135,9 @@ def _node_settings(items: list[str] | None) -> dict:
 
 def build_specs(args: argparse.Namespace) -> list[LaneSpec]:
     """The lanes the arguments ask for; ConfigError (or ArgumentValueError, a ValueError) names what is wrong."""
-    kinds = [k for k in ("camera", "folder", "video", "config") if getattr(args, k) is not None]
+    kinds = [k for k in ("camera", "folder", "video", "stream", "config") if getattr(args, k) is not None]
     if len(kinds) != 1:
-        raise ConfigError("give exactly one frame source: --camera, --folder, --video or --config"
+        raise ConfigError("give exactly one frame source: --camera, --folder, --video, --stream or --config"
                           + (f" (got {', '.join('--' + k for k in kinds)})" if kinds else ""))
     kind = kinds[0]
     if kind == "config":
@@ -143,6 +147,17 @@ def build_specs(args: argparse.Namespace) -> list[LaneSpec]:
             raise ConfigError(f"with --config, put camera and model settings in the file, not on the command "
                               f"line ({named})")
         return load_config(A.checked("--config", A.existing_file, args.config))
+    if kind == "stream":
+        if not is_stream_spec(args.stream):
+            raise ConfigError(f"--stream {args.stream!r} is not a stream URL ({', '.join(STREAM_SCHEMES)}) or usb:N")
+        other = [o for o in CAMERA_ONLY if o != "reconnect_max_wait_s" and getattr(args, o) is not None]
+        if other or args.loop:
+            raise ConfigError(f"{', '.join(['--' + o.replace('_', '-') for o in other] + (['--loop'] if args.loop else []))} "
+                              f"does not apply to --stream")
+        if not args.model_dir:
+            raise ConfigError("no model dir given (MODEL_DIR)")
+        return [LaneSpec(args.model_dir, "stream", path=args.stream, threshold=args.threshold,
+                         device=args.device or "CPU", reconnect_max_wait_s=args.reconnect_max_wait_s)]
     if kind != "camera":
         cam_only = [o for o in CAMERA_ONLY if getattr(args, o) is not None]
         if cam_only:

@@ -26,6 +26,7 @@ from ..threads import ThreadPlan
 from ..manifest import ModelDirError
 from ..preprocess import MAX_FRAME_PIXELS
 from ..sources import CameraConfig, CameraSource, FolderSource, Frame, FrameSource, SourceError, VideoSource
+from ..sources.stream import StreamSource
 from .grabber import EndOfFrames, Grabber
 from .overlay_writer import OverlayBudget, OverlayWriter
 from .stats import LaneStats
@@ -33,7 +34,7 @@ from .verdict_log import VerdictLog, VerdictLogError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("camera", "folder", "video")
+KINDS = ("camera", "folder", "video", "stream")
 MAX_CONSECUTIVE_ERRORS = 20          # frames in a row with an ERROR verdict from check() end the lane
 OVERLAY_CLOSE_TIMEOUT_S = 5.0        # at the end, queued overlays get this long; a hung write is left behind
 _NON_FINITE = re.compile(r"\b(nan|inf|infinite|infinity|non-finite|not finite)\b", re.IGNORECASE)
@@ -78,7 +79,8 @@ class LaneSpec:
     """What one lane inspects and with which model.
 
     ``kind`` is ``"camera"`` (``camera`` holds its :class:`CameraConfig`),
-    ``"folder"`` or ``"video"`` (``path``; ``loop`` replays it forever).
+    ``"folder"`` or ``"video"`` (``path``; ``loop`` replays it forever), or ``"stream"`` (``path``: a
+    stream URL or ``usb:N``, see :class:`~apc_edge.sources.stream.StreamSource`).
     ``threshold`` overrides the model's raw threshold. ``reject_line`` (camera
     only) gets a ``reject_pulse_ms`` pulse on every NG verdict. ``name`` is the
     lane's sub-folder of the output folder when a run has several lanes.
@@ -99,6 +101,7 @@ class LaneSpec:
     reject_line: str | None = None
     reject_pulse_ms: float = 50.0
     name: str | None = None
+    reconnect_max_wait_s: float | None = None    # stream only (a camera's is in its CameraConfig)
 
     def __post_init__(self):
         self.model_dir = Path(self.model_dir)
@@ -117,7 +120,10 @@ class LaneSpec:
 
     @property
     def latest_wins(self) -> bool:
-        """True for a free-running camera grabbing the latest image: frames may be dropped."""
+        """True for a free-running camera grabbing the latest image, and for a live stream: frames may be
+        dropped (and are counted)."""
+        if self.kind == "stream":
+            return True
         return self.kind == "camera" and self.camera.trigger == "none" and self.camera.grab_strategy == "latest"
 
     def build_source(self) -> FrameSource:
@@ -125,6 +131,8 @@ class LaneSpec:
             return CameraSource(self.camera)
         if self.kind == "folder":
             return FolderSource(self.path, loop=self.loop)
+        if self.kind == "stream":
+            return StreamSource(str(self.path), reconnect_max_wait_s=self.reconnect_max_wait_s)
         return VideoSource(self.path, loop=self.loop)
 
 
