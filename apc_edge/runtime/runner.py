@@ -41,7 +41,8 @@ class InspectRun:
 
     def __init__(self, specs: list[LaneSpec], out_dir: str | Path, max_frames: int | None = None,
                  overlay_budget: OverlayBudget | None = None, status: StatusLine | None = None,
-                 max_frame_pixels: int = MAX_FRAME_PIXELS, review: ReviewFrames | None = None):
+                 max_frame_pixels: int = MAX_FRAME_PIXELS, review: ReviewFrames | None = None,
+                 publisher=None):
         if not specs:
             raise ValueError("nothing to inspect: give at least one source")
         names = [s.name for s in specs]
@@ -57,7 +58,9 @@ class InspectRun:
         self.stop_reason: str | None = None
         self.lanes = [Lane(s, self.out_dir if len(specs) == 1 else self.out_dir / s.name, self.run_id,
                            max_frames=max_frames, overlay_budget=overlay_budget, max_frame_pixels=max_frame_pixels,
-                           review=review) for s in specs]
+                           review=review, publisher=publisher) for s in specs]
+        self.publisher = publisher
+        self.published: dict | None = None
         self.rss_mb = {"after_load": None, "first_frame": None, "end": None}
         self._last_tick = (time.monotonic(), 0)
 
@@ -98,6 +101,8 @@ class InspectRun:
                 self.status.show(self.status_text())
         self.status.clear()
         self.rss_mb["end"] = _round(rss_mb())
+        if self.publisher is not None:
+            self.published = self.publisher.close(timeout_s=2.0)
         summary = self.summary(time.monotonic() - t0)
         try:
             write_file_atomic(self.out_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
@@ -144,6 +149,7 @@ class InspectRun:
             "overlays": _overlay_totals([l_["overlays"] for l_ in lanes]),
             "rss_mb": dict(self.rss_mb),
             "threads": next((lane.inspector.threads for lane in self.lanes if lane.inspector is not None), None),
+            "published": self.published,
             "lanes": lanes,
         }
 
@@ -210,6 +216,10 @@ def summary_lines(summary: dict) -> list[str]:
                    f"dropped by the budget" + (f" (stopped: {o['stopped']})" if o["stopped"] else "")
                    + f", {o['dropped_queue_full']} dropped (writer busy), {o['failed']} failed, "
                    f"{o['abandoned']} abandoned at the end")
+    pub = summary.get("published")
+    if pub:
+        out.append(f"  MQTT {pub['target']}: {pub['sent']} of {pub['queued'] + pub['dropped']} verdicts acknowledged, "
+                   f"{pub['dropped']} dropped, {pub['unsent']} unsent at the end (the verdict log has them all)")
     return out
 
 
