@@ -2,7 +2,8 @@
 # Fresh machine to a working inspection in one command:
 #   1. create .venv/ in the repo root with the workstation install (torch CPU build, runtime, tests),
 #   2. write the embedded synthetic data set (demo/washer, MVTec layout),
-#   3. train PatchCore, export an OpenVINO model dir, evaluate it and inspect a folder of frames.
+#   3. train PatchCore, export the camera-PC model (OpenVINO INT8 + HNSW index), evaluate it, and run it on
+#      pylon's emulated Basler camera replaying the demo images, one software trigger per frame.
 # Usage: bash examples/quickstart.sh        (re-running reuses .venv and overwrites demo/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,15 @@ fi
 rm -rf demo
 .venv/bin/python -m apc_edge.calibration.synthetic demo/washer
 .venv/bin/apc-train demo/washer --out demo/run
-.venv/bin/apc-export demo/run --target openvino --out demo/model
+.venv/bin/apc-export demo/run --target openvino --int8 --index hnsw --out demo/model
 .venv/bin/apc-eval demo/model demo/washer --json demo/eval.json --report demo/report
-.venv/bin/apc-inspect demo/model --folder demo/washer/test/spot --out demo/inspect
-echo "quickstart: done. Model dir demo/model, evaluation demo/eval.json and demo/report/, verdicts demo/inspect/verdicts.jsonl"
+mkdir -p demo/frames
+for kind in good spot; do
+  for f in demo/washer/test/$kind/*.png; do cp "$f" "demo/frames/${kind}_$(basename "$f")"; done
+done
+PYLON_CAMEMU=1 .venv/bin/apc-inspect demo/model --camera --trigger software --pixel-format BGR8Packed \
+    --emu-images demo/frames --max-frames "$(ls demo/frames | wc -l)" --out demo/inspect -q
+echo "quickstart: done."
+echo "  model dir (INT8 + HNSW):  demo/model"
+echo "  evaluation:               demo/eval.json, demo/report/report.html"
+echo "  verdicts (emulated Basler camera): demo/inspect/verdicts.jsonl, NG overlays and frames in demo/inspect/ng/"
