@@ -212,18 +212,25 @@ class Preprocessor:
         return self.batch([frame])
 
     def batch(self, frames: list[np.ndarray]) -> np.ndarray:
-        """Preprocess several frames into one (N, 3, H, W) float32 array."""
+        """Preprocess several frames into one (N, 3, H, W) float32 array: the frame is resized once (to the
+        model input, INTER_AREA when shrinking), then one OpenCV call swaps BGR to RGB, subtracts the mean,
+        divides by the standard deviation (both in 0..255 units: the same as /255 first) and lays it out NCHW."""
         out = np.empty((len(frames), 3, *self.input_hw), dtype=np.float32)
-        mean = np.asarray(self.mean, np.float32)
-        inv_std = 1.0 / np.asarray(self.std, np.float32)
+        params = self._blob_params()
         for i, frame in enumerate(frames):
-            rgb = self._to_rgb_resized(self.to_8bit(validate_frame(frame, max_pixels=None)))  # caller sets the limit
-            x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-            x = (x - mean) * inv_std
-            out[i] = x.transpose(2, 0, 1)
+            bgr = self._to_bgr_resized(self.to_8bit(validate_frame(frame, max_pixels=None)))  # caller sets the limit
+            out[i] = cv2.dnn.blobFromImageWithParams(bgr, params)[0]
         return out
 
-    def _to_rgb_resized(self, frame: np.ndarray) -> np.ndarray:
+    def _blob_params(self):
+        params = cv2.dnn.Image2BlobParams()
+        params.scalefactor = tuple(1.0 / (255.0 * s) for s in self.std) + (0.0,)
+        params.mean = tuple(255.0 * m for m in self.mean) + (0.0,)      # RGB order: applied after the swap
+        params.swapRB = True
+        params.ddepth = cv2.CV_32F
+        return params
+
+    def _to_bgr_resized(self, frame: np.ndarray) -> np.ndarray:
         kind = image_kind(frame)
         if self.channels == "color" and kind == "mono":
             raise ValueError(f"frame is mono {frame.shape} but the model was trained on colour images: its colour "
@@ -234,20 +241,18 @@ class Preprocessor:
         h, w = frame.shape[:2]
         interp = cv2.INTER_AREA if (h > nh or w > nw) else cv2.INTER_LINEAR
         small = cv2.resize(frame, (nw, nh), interpolation=interp)
-        if small.ndim == 2 or small.shape[2] == 1:
-            rgb = cv2.cvtColor(small.reshape(nh, nw), cv2.COLOR_GRAY2RGB)
-        else:
-            rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        bgr = cv2.cvtColor(small.reshape(nh, nw), cv2.COLOR_GRAY2BGR) if small.ndim == 2 or small.shape[2] == 1 \
+            else small
         if self.mode == "pad":
-            fill = np.round(np.asarray(self.mean) * 255).astype(np.uint8)
+            fill = np.round(np.asarray(self.mean)[::-1] * 255).astype(np.uint8)     # the mean colour, BGR
             canvas = np.empty((*self.resize, 3), np.uint8)
             canvas[:] = fill
-            canvas[top:top + nh, left:left + nw] = rgb
-            rgb = canvas
+            canvas[top:top + nh, left:left + nw] = bgr
+            bgr = canvas
         if self.crop:
             top, left, ch, cw = self._crop_box()
-            rgb = rgb[top:top + ch, left:left + cw]
-        return rgb
+            bgr = np.ascontiguousarray(bgr[top:top + ch, left:left + cw])
+        return bgr
 
     def map_to_frame(self, input_map: np.ndarray, frame_shape: tuple[int, ...], fill: float | None = None) -> np.ndarray:
         """Resize a map at model-input size back onto the frame's pixel grid.
