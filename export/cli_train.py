@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bank-rows", type=A.positive_int, default=TrainConfig.max_bank_rows,
                    help="cap on the memory bank's rows: the coreset's time grows with patches x rows "
                         "(default %(default)s)")
-    p.add_argument("--dim", type=A.positive_int, default=None, help="reduce patch embeddings to this many channels")
+    p.add_argument("--dim", type=A.positive_int, default=None,
+                   help="reduce patch embeddings to this many channels (default: keep all)")
     p.add_argument("--resize", type=A.int_range(MIN_INPUT_SIDE, MAX_INPUT_SIDE), nargs=2, default=None, metavar=("H", "W"),
                    help="model input size (default: chosen from the training image sizes, see --resize-mode)")
     p.add_argument("--crop", type=A.int_range(MIN_INPUT_SIDE, MAX_INPUT_SIDE), nargs=2, default=None,

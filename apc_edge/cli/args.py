@@ -37,11 +37,25 @@ class ArgumentValueError(argparse.ArgumentTypeError, ValueError):
     """A command-line (or config) value is out of range or of the wrong kind; the message says which."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help lines end with the option's default when it has one and the text does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, argparse.SUPPRESS) or "default" in text.lower() or not action.option_strings
+                or isinstance(action, (argparse._VersionAction, argparse._HelpAction))):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default {shown})".lstrip() if text else f"default {shown}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line: ``prog: message (see prog --help)``, exit 2,
-    with ``--version`` on every command."""
+    with ``--version`` on every command and the defaults in its help lines."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         from .. import __version__
 
