@@ -1,5 +1,6 @@
 """apc-review: labels for the kept frames of a run, and their export as plain folders."""
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -37,8 +38,10 @@ def test_mark_list_and_export(run_out, tmp_path, capsys):
     with (run_out / "review" / "labels.csv").open() as fh:
         assert next(csv.reader(fh)) == ["frame", "label", "mask", "note", "reviewed_at"]
     capsys.readouterr()
-    assert review_main([str(run_out)]) == 0
+    assert review_main([str(run_out), "--json", str(tmp_path / "list.json")]) == 0
     listing = capsys.readouterr().out
+    listed = json.loads((tmp_path / "list.json").read_text())
+    assert len(listed) == len(frames) and sum(r["label"] is not None for r in listed) == 3
     assert "false_alarm" in listing and f"{len(frames)} kept frames, 3 reviewed" in listing
     assert review_main([str(run_out), "--export", str(tmp_path / "rev")]) == 0
     good = sorted(p.name for p in (tmp_path / "rev" / "good").iterdir())

@@ -29,7 +29,8 @@ def test_false_alarms_are_learnt_and_defects_still_flagged(model_dir_hnsw, synth
     spots = sorted((synthetic_category / "test" / "spot").glob("*.png"))
     new_dir = tmp_path / "model_v2"
     assert update_main([str(model_dir_hnsw), "--good", str(lamp), "--defects", str(spots[0]),
-                        "--out", str(new_dir)]) == 0
+                        "--out", str(new_dir), "--json", str(tmp_path / "u.json")]) == 0
+    assert json.loads((tmp_path / "u.json").read_text())["rows_added"] > 0
     assert "bank rows added" in capsys.readouterr().out
     new = Inspector(new_dir)
     assert not any(new.check(load_image(p)).is_anomalous for p in false_alarms)

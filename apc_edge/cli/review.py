@@ -11,7 +11,9 @@ The labels are ``OUT/review/labels.csv`` (see :mod:`apc_edge.review`); any tool 
 """
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from .. import review
@@ -29,6 +31,8 @@ def build_parser():
                         "or 'clear'")
     p.add_argument("--mask", type=Path, help="with --mark FRAME defect: a PNG whose non-zero pixels are the defect")
     p.add_argument("--note", default="", help="with --mark: a free-text note")
+    p.add_argument("--json", dest="json_path", type=A.output_file,
+                   help="also write the listing (or the export's counts) here")
     p.add_argument("--export", type=Path, metavar="DIR", help="copy the reviewed frames into DIR/good, DIR/defect "
                                                              "and DIR/defect_masks")
     return p
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.export:
             counts = review.export_reviewed(args.out, args.export)
+            _write_json(args.json_path, counts)
             print(f"{PROG}: {counts['good']} good and {counts['defect']} defect frames ({counts['defect_masks']} "
                   f"with masks) -> {args.export}")
             return 0
@@ -69,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{f.verdict:<3} {score:>6}  {label or '(not reviewed)':<15} {f.frame}"
               + (f"  [{f.file}]" if f.file else ""))
     print(f"{PROG}: {len(frames)} kept frames, {sum(f.frame in labels for f in frames)} reviewed")
+    _write_json(args.json_path, [{**asdict(f), "label": labels.get(f.frame, {}).get("label")} for f in frames])
     return 0
+
+
+def _write_json(path: Path | None, value) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ See :mod:`apc_edge.model_update` for what it does and when it refuses.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def build_parser():
     p.add_argument("--defects", nargs="+", metavar="DIR_OR_FILE",
                    help="confirmed defects: the update is refused if any of them would then pass")
     p.add_argument("--out", required=True, type=A.output_dir, help="the new model dir (must not exist)")
+    p.add_argument("--json", dest="json_path", type=A.output_file, help="also write the update's report here")
     p.add_argument("--max-false-alarm", type=A.float_range(0.0, 1.0, low_open=True, high_open=True),
                    help="threshold target on the new goods' leave-one-out scores (default: the model's)")
     return p
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDirError, OSError, ValueError) as exc:
         print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
     t = r["threshold"]
     raised = f", raised from {t['raised_from']:.4f}" if "raised_from" in t else " (unchanged)"
     print(f"{PROG}: {len(r['images_added'])} good images: {r['rows_added']} bank rows added "
