@@ -72,10 +72,18 @@ def embed_images(backend: Backend, pre: Preprocessor, images: list) -> list[np.n
     return [backend.run(pre(p if isinstance(p, np.ndarray) else load_image(p)))[0] for p in images]
 
 
+def mean_cosine(ref_emb: list[np.ndarray], test_emb: list[np.ndarray], regions: list | None = None) -> float:
+    """Mean per-patch cosine between two graphs' embeddings of the same images (over ``regions``' cells)."""
+    regions = regions if regions is not None else [None] * len(ref_emb)
+    return float(np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]
+                                 for a, b, r in zip(ref_emb, test_emb, regions)]).mean())
+
+
 def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list,
                       n_good: int | None = None, threshold: float | None = None,
                       regions: list | None = None, excludes: list | None = None,
-                      n_anomalies: int = 0, anomaly_source: str = "") -> tuple[dict, list[np.ndarray]]:
+                      n_anomalies: int = 0, anomaly_source: str = "",
+                      embeddings: tuple[list, list] | None = None) -> tuple[dict, list[np.ndarray]]:
     """Agreement report of ``test`` vs ``ref`` on ``paths`` and ``test``'s embeddings of them.
 
     ``regions`` (one per path, or ``None``): the patch cells that are scored (pad mode: the part); cosines
@@ -90,13 +98,14 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
     anomalies (``anomaly_source`` says which kind); the goods-vs-anomalies image AUROC of both
     pipelines is then reported, which is where clipped defect activations show.
 
-    ``paths`` may hold file paths or uint8 image arrays (synthetic anomalies).
+    ``paths`` may hold file paths or uint8 image arrays (synthetic anomalies). ``embeddings``: the
+    (reference, test) embeddings of ``paths`` when the caller has them already.
     """
     if not paths:
         raise QuantizationGuardError("the accuracy guard has no images: the run names no good images to "
                                      "measure on and no --guard-images were given")
-    ref_emb = embed_images(ref.backend, pre, paths)
-    test_emb = embed_images(test.backend, pre, paths)
+    ref_emb, test_emb = embeddings if embeddings is not None else (embed_images(ref.backend, pre, paths),
+                                                                    embed_images(test.backend, pre, paths))
     regions = regions if regions is not None else [None] * len(paths)
     excludes = excludes if excludes is not None else [None] * len(paths)
     cos = np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]

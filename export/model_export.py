@@ -28,7 +28,7 @@ from apc_edge.calibration.imagesets import (calibration_subset, collect_images, 
                                             training_images)
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, QuantizationGuardError, compare_pipelines,
-                                             embed_images, guard_failures)
+                                             embed_images, guard_failures, mean_cosine)
 from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
 from apc_edge import graph_probe
@@ -203,17 +203,28 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             guard_set = goods + anomalies + extra
             guard_regions = regions[:len(goods)] + patch_regions(pre, anomalies, grid, part_only) + regions[len(goods):]
             guard_excludes = excludes[:len(goods)] + [None] * len(anomalies) + excludes[len(goods):]
-            attempts = []
-            for attempt_opts in _int8_attempts(opts):
+            attempts, ref_emb = [], None
+            candidates = _int8_attempts(opts)
+            for k, attempt_opts in enumerate(candidates):
                 main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
                 final = _backend(opts.target, tmp / main_file, opts.precision)
+                reference = _backend(opts.target, ref_graph, "fp32")
+                ref_emb = ref_emb if ref_emb is not None else embed_images(reference, pre, guard_set)
+                test_emb = embed_images(final, pre, guard_set)
+                cosine = mean_cosine(ref_emb, test_emb, guard_regions)
+                if cosine < opts.guard.min_cosine and k + 1 < len(candidates):
+                    # fails the cheapest tolerance: skip re-embedding the bank, try the next setting
+                    attempts.append({"method": quant.get("method"), "passed": False, "anomaly_auroc": None,
+                                     "problems": [f"mean embedding cosine INT8 vs FP32 {cosine:.4f} < "
+                                                  f"--int8-min-cosine {opts.guard.min_cosine}"]})
+                    continue
                 t1 = time.perf_counter()
                 final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
                 report, guard_embeddings = compare_pipelines(
-                    Pipeline(_backend(opts.target, ref_graph, "fp32"), bank, ExactIndex(bank), b),
+                    Pipeline(reference, bank, ExactIndex(bank), b),
                     Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
                     threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
-                    n_anomalies=len(anomalies), anomaly_source=anomaly_source)
+                    n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb))
                 problems = guard_failures(report, opts.guard)
                 attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
                                  "anomaly_auroc": report.get("anomaly_auroc")})
