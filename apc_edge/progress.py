@@ -9,6 +9,15 @@ import sys
 import time
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence every progress bar of this process (the commands' ``-q``)."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
 class Progress:
     """``with Progress(total, "coreset") as bar: bar.update(1, loss=0.3)``"""
 
@@ -20,11 +29,14 @@ class Progress:
         self.min_interval_s = min_interval_s
         isatty = getattr(self.stream, "isatty", None)
         self.live = bool(isatty and isatty())
+        self.silent = _quiet
         self._info = ""
         self._logged = (0, self.start)      # (tenths reported, time) when not live
 
     def update(self, n: int = 1, **info) -> None:
         self.done += n
+        if self.silent:
+            return
         now = time.perf_counter()
         if now - self._last < self.min_interval_s and self.done < self.total:
             return
@@ -51,6 +63,8 @@ class Progress:
         return self
 
     def __exit__(self, *exc):
+        if self.silent:
+            return
         if self.live:
             self.stream.write("\n")
         else:

@@ -35,6 +35,7 @@ from .thresholds import anomaly_threshold, good_only_threshold, stamp
 
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-calibrate", description="Calibrate a model dir's threshold.")
+    A.add_quiet(p)
     p.add_argument("model_dir", type=A.existing_dir)
     p.add_argument("--data", type=A.existing_dir, help="training data dir (default: the one recorded in the manifest)")
     p.add_argument("--good", nargs="+", type=A.existing_path, default=[], metavar="PATH",

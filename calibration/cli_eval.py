@@ -39,6 +39,7 @@ def sample_key(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog=PROG, description="Evaluate a model dir on an MVTec-layout folder.")
+    A.add_quiet(p)
     p.add_argument("model_dir", type=A.existing_dir)
     p.add_argument("data_dir", type=A.existing_dir)
     p.add_argument("--json", dest="json_path", type=A.output_file, help="write the metrics here")

@@ -22,6 +22,7 @@ from .quantize import INT8_RANGES
 
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-export", description="Export a training run dir to a model dir.")
+    A.add_quiet(p)
     p.add_argument("run_dir")
     p.add_argument("--target", choices=TARGETS, default="openvino")
     p.add_argument("--out", required=True, help="model dir to write")

@@ -25,6 +25,7 @@ from .patchcore import TrainConfig, fit_patchcore
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good, or on every image below "
                                                       "DATA_DIR when it is a plain folder of good images.")
+    A.add_quiet(p)
     p.add_argument("data_dir", help="MVTec-layout category (train/good, test/<type>, ground_truth/<type>) or a "
                                     "folder of good images (searched recursively)")
     p.add_argument("--out", required=True, help="run dir to write (run.json, backbone.pt, memory_bank.npy)")

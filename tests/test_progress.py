@@ -26,3 +26,13 @@ def test_terminal_redraws_in_place():
         for _ in range(10):
             bar.update(1)
     assert tty.getvalue().count("\r") == 10 and tty.getvalue().endswith("\n")
+
+
+def test_quiet_commands_print_no_progress(model_dir_openvino, synthetic_category, capsys):
+    from apc_edge.calibration.cli_eval import main as eval_main
+
+    assert eval_main([str(model_dir_openvino), str(synthetic_category), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "scoring" not in captured.err and "image AUROC" in captured.out
+    assert eval_main([str(model_dir_openvino), str(synthetic_category)]) == 0
+    assert "scoring: 12/12" in capsys.readouterr().err            # without -q the log gets its lines again

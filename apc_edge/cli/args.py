@@ -66,6 +66,11 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {re.sub(r'^argument ', '', message)} (see {self.prog} --help)\n")
 
 
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet``: no progress bars (the result lines and errors still print); see :func:`parse`."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, only results and errors")
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None,
           check: Callable[[argparse.Namespace], str | None] | None = None) -> argparse.Namespace | int:
     """``parser.parse_args(argv)``, then ``check(args)`` (a message naming a wrong combination, or None);
@@ -83,6 +88,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None,
         problem = check(args) if check is not None else None
         if problem:
             parser.error(problem)
+        from ..progress import set_quiet
+
+        set_quiet(bool(getattr(args, "quiet", False)))       # -q: no progress bars in this command
         return args
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
