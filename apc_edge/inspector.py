@@ -26,7 +26,7 @@ from .index import ExactIndex, NeighbourIndex
 from .model_dir import open_model_dir
 from .preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE, validate_frame
 from .scoring import ScoreError, ScoreNormalizer, region_patches, score_patches, smooth_map
-from .threads import ThreadPlan, apply_thread_plan, plan_threads
+from .threads import ThreadPlan, apply_thread_plan, plan_threads, resolve_blas
 
 
 @dataclass
@@ -75,7 +75,6 @@ class Inspector:
         plan = plan_threads() if threads == "auto" else threads
         model = open_model_dir(self.model_dir, device, index="manifest" if index in (None, "manifest") else "exact",
                                require_threshold=require_threshold, threads=plan)
-        self.threads = {**plan.describe(), "in_effect": apply_thread_plan(plan)} if plan else {"plan": None}
         self.manifest = m = model.manifest
         self.preprocessor = m.preprocessor
         self.patch_grid = m.patch_grid
@@ -89,6 +88,11 @@ class Inspector:
         self.bank = model.bank
         self.index: NeighbourIndex = index if isinstance(index, NeighbourIndex) else model.index
         self._exact = ExactIndex(self.bank) if self.index.approximate else None
+        if plan is not None:
+            plan = self.thread_plan = resolve_blas(plan, exact_search=not self.index.approximate)
+            self.threads = {**plan.describe(), "in_effect": apply_thread_plan(plan)}
+        else:
+            self.thread_plan, self.threads = None, {"plan": None}
         self.backend: Backend = model.backend
         self.threshold_limit = model.threshold_limit
         t = m.threshold

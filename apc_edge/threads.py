@@ -6,7 +6,11 @@ blurs the map. Each library keeps its own pool, and the pools of OpenBLAS and
 OpenCV keep spinning for a while after their call returns: on a 2-core camera PC
 they take a core from the stage that follows. So the runtime gives the backend
 and hnswlib the cores (divided among the Inspectors that run at once) and keeps
-BLAS and OpenCV, whose calls here are small, on the calling thread.
+OpenCV, whose calls here are small, on the calling thread. BLAS depends on the
+search: with an HNSW index its products (refinement, Eq. 7) are small and it stays
+on the calling thread; with exact search over a large bank the product is the
+biggest work of a check, and BLAS gets the cores too (on bottle at 512x512 with a
+40 000-row bank, one BLAS thread made exact search 1.7x slower: 905 against 536 ms).
 
 BLAS and OpenCV pools are per process, so :func:`apply_thread_plan` sets them for
 the whole process; the backend and hnswlib counts are per Inspector.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 # OpenBLAS builds name their setter differently (numpy's wheels bundle a prefixed 64-bit-integer build)
 _BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
@@ -39,7 +43,7 @@ class ThreadPlan:
     policy: str      # "auto" (plan_threads) or "library" (library_default_threads)
     backend: int     # OpenVINO INFERENCE_NUM_THREADS / ONNX Runtime intra-op threads, per Inspector (0: its default)
     hnsw: int        # hnswlib query threads, per Inspector (-1: every core)
-    blas: int        # numpy's BLAS, per process
+    blas: int        # numpy's BLAS, per process (0: by the search, see resolve_blas)
     opencv: int      # cv2.setNumThreads, per process
 
     def describe(self) -> dict:
@@ -55,15 +59,24 @@ def available_cores() -> int:
 
 
 def plan_threads(inspectors: int = 1, cores: int | None = None) -> ThreadPlan:
-    """The default plan: the cores shared among the Inspectors for the graph and the index; BLAS and
-    OpenCV single-threaded. ``inspectors``: how many Inspectors check frames at the same time."""
+    """The default plan: the cores shared among the Inspectors for the graph and the index, OpenCV
+    single-threaded, BLAS by the search (:func:`resolve_blas`). ``inspectors``: how many Inspectors check
+    frames at the same time."""
     if not (isinstance(inspectors, int) and inspectors >= 1):
         raise ValueError(f"inspectors must be a positive integer, got {inspectors!r}")
     cores = available_cores() if cores is None else int(cores)
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
     share = max(1, cores // inspectors)
-    return ThreadPlan(cores=cores, inspectors=inspectors, policy="auto", backend=share, hnsw=share, blas=1, opencv=1)
+    return ThreadPlan(cores=cores, inspectors=inspectors, policy="auto", backend=share, hnsw=share, blas=0, opencv=1)
+
+
+def resolve_blas(plan: ThreadPlan, exact_search: bool) -> ThreadPlan:
+    """``plan`` with ``blas`` settled when it was left to the search (0): the Inspectors' share of the cores
+    for exact search, 1 with an approximate index."""
+    if plan.blas:
+        return plan
+    return replace(plan, blas=max(1, plan.cores // plan.inspectors) if exact_search else 1)
 
 
 def library_default_threads(cores: int | None = None) -> ThreadPlan:
@@ -110,5 +123,5 @@ def apply_thread_plan(plan: ThreadPlan) -> dict:
     import cv2
 
     cv2.setNumThreads(plan.opencv)
-    _blas_call(_BLAS_SETTERS, plan.blas)
+    _blas_call(_BLAS_SETTERS, plan.blas or 1)
     return {"blas": blas_threads(), "opencv": cv2.getNumThreads()}

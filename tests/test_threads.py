@@ -9,7 +9,9 @@ from apc_edge.threads import ThreadPlan, apply_thread_plan, blas_threads, librar
 def test_plan_shares_the_cores_among_inspectors():
     assert plan_threads(inspectors=1, cores=8).backend == 8
     two = plan_threads(inspectors=2, cores=8)
-    assert (two.backend, two.hnsw, two.blas, two.opencv) == (4, 4, 1, 1)
+    assert (two.backend, two.hnsw, two.opencv) == (4, 4, 1)
+    from apc_edge.threads import resolve_blas
+    assert resolve_blas(two, exact_search=True).blas == 4 and resolve_blas(two, exact_search=False).blas == 1
     assert plan_threads(inspectors=3, cores=2).backend == 1
     with pytest.raises(ValueError, match="inspectors"):
         plan_threads(inspectors=0)
@@ -31,6 +33,8 @@ def test_apply_sets_blas_and_opencv_and_reports_them():
 def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
     inspector = Inspector(model_dir_openvino)
     assert inspector.threads["policy"] == "auto" and inspector.threads["in_effect"]["opencv"] == 1
+    assert inspector.threads["blas"] == inspector.threads["cores"]          # exact search: BLAS gets the cores
+    assert Inspector(model_dir_hnsw).threads["blas"] == 1                   # HNSW: small products only
     assert inspector.backend.describe()["threads"] == inspector.threads["backend"]
     plan = ThreadPlan(cores=2, inspectors=2, policy="auto", backend=1, hnsw=1, blas=1, opencv=1)
     one = Inspector(model_dir_openvino, threads=plan)

@@ -185,14 +185,14 @@ def run_bench(args) -> dict:
     t0 = time.perf_counter()
     inspector = Inspector(args.model_dir, device=args.device, index=index, threads=plan)
     load_s = time.perf_counter() - t0
-    sides = [(inspector, plan)]
+    sides = [(inspector, inspector.thread_plan)]
     if args.compare:
         other_plan = _thread_plan(args.compare_threads_plan)
         other = Inspector(args.compare, device=args.device, index=index, threads=other_plan)
         if other.preprocessor.input_hw != inspector.preprocessor.input_hw and not args.folder:
             raise ValueError(f"--compare {args.compare} has input {other.preprocessor.input_hw}, not "
                              f"{inspector.preprocessor.input_hw}: give both the same frames with --folder")
-        sides.append((other, other_plan))
+        sides.append((other, other.thread_plan))
     frames = folder_frames(args.folder, args.frames) if args.folder else \
         synthetic_frames(inspector.preprocessor.input_hw, min(args.frames, 16))
     with_map = not args.no_map
@@ -226,7 +226,7 @@ def run_bench(args) -> dict:
             "median_ratio": round(other_latency["total"]["median"] / max(latency["total"]["median"], 1e-9), 3),
             "p95_ratio": round(other_latency["total"]["p95"] / max(latency["total"]["p95"], 1e-9), 3),
         }
-        apply_thread_plan(plan)
+        apply_thread_plan(inspector.thread_plan)
     if not args.no_throughput:
         result["throughput"] = {
             "end_to_end": threaded_throughput(inspector, frames, args.frames, threads, with_map),
