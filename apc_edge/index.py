@@ -71,12 +71,17 @@ class ExactIndex(NeighbourIndex):
     def size(self) -> int:
         return self.bank.shape[0]
 
+    QUERY_CHUNK = 8192      # queries per pass: the temporary is at most QUERY_CHUNK x chunk floats (512 MB)
+
     def search(self, queries: np.ndarray, k: int = 1,
                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest bank rows; rows listed in ``exclude`` are never returned (leave-one-out scoring)."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
+        if q.shape[0] > self.QUERY_CHUNK:
+            parts = [self.search(q[a:a + self.QUERY_CHUNK], k, exclude) for a in range(0, q.shape[0], self.QUERY_CHUNK)]
+            return np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
         exclude = np.unique(np.asarray(exclude, np.int64)) if exclude is not None else None
         k = min(k, self.size - (0 if exclude is None else exclude.size))
         if k < 1:
