@@ -8,6 +8,8 @@ Example::
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 import argparse
 import sys
 
@@ -23,6 +25,7 @@ from .quantize import INT8_RANGES
 def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-export", description="Export a training run dir to a model dir.")
     A.add_quiet(p)
+    p.add_argument("--json", dest="json_path", type=A.output_file, help="also write the manifest written here")
     p.add_argument("run_dir")
     p.add_argument("--target", choices=TARGETS, default="openvino")
     p.add_argument("--out", required=True, help="model dir to write")
@@ -123,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apc-export: exact search ({idx.get('reason') or idx.get('chosen_by')})")
     t = manifest["threshold"]
     print(f"apc-export: threshold {t['value']:.4f} ({t['method']}, {t.get('n_images', '?')} images)")
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        written = (Path(args.out) / "manifest.json").read_text(encoding="utf-8")       # as written, with its hashes
+        args.json_path.write_text(written, encoding="utf-8")
     return 0
 
 

@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import json
 import argparse
 import sys
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = A.ArgumentParser(prog="apc-train", description="Fit PatchCore on DATA_DIR/train/good, or on every image below "
                                                       "DATA_DIR when it is a plain folder of good images.")
     A.add_quiet(p)
+    p.add_argument("--json", dest="json_path", type=A.output_file, help="also write the run's record (run.json's content) here")
     p.add_argument("data_dir", help="MVTec-layout category (train/good, test/<type>, ground_truth/<type>) or a "
                                     "folder of good images (searched recursively)")
     p.add_argument("--out", required=True, help="run dir to write (run.json, backbone.pt, memory_bank.npy)")
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"apc-train: train time {total:.1f} s (" + (f"fine-tuning {ft['seconds']:.1f} s, " if ft else "")
           + f"features {s['features']:.1f} s ({tr.get('features_computed_with', {}).get('engine', 'torch')}), coreset {s['coreset']:.1f} s, threshold {s['threshold']:.1f} s) "
           f"-> {args.out}")
+    if args.json_path:
+        args.json_path.parent.mkdir(parents=True, exist_ok=True)
+        args.json_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

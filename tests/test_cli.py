@@ -84,3 +84,18 @@ def test_train_from_a_plain_folder_of_good_images(synthetic_category, tmp_path):
     assert export_main([str(run), "--target", "onnx", "--int8", "--guard-synthetic", "6",
                         "--out", str(tmp_path / "m")]) == 0
     assert Inspector(tmp_path / "m").threshold > 0
+
+
+def test_train_and_export_write_json(synthetic_category, tmp_path):
+    import json
+
+    from apc_edge.export.cli_export import main as export_main
+    from apc_edge.export.cli_train import main as train_main
+
+    assert train_main([str(synthetic_category), "--out", str(tmp_path / "run"), "--resize", "96", "96", "-q",
+                       "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["training"]["n_train_good"] == 16
+    assert export_main([str(tmp_path / "run"), "--index", "exact", "--out", str(tmp_path / "m"), "-q",
+                        "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["files"] == \
+        json.loads((tmp_path / "m" / "manifest.json").read_text())["files"]
