@@ -40,6 +40,7 @@ import numpy as np
 
 from .calibration.imagesets import collect_images
 from .calibration.thresholds import robust_good_threshold
+from .coreset import extend_coreset
 from .index import ExactIndex, HnswIndex
 from .inspector import Inspector
 from .manifest import MANIFEST_NAME, write_manifest
@@ -57,7 +58,8 @@ class UpdateRefused(ValueError):
 
 
 def covering_radius_estimate(bank: np.ndarray, chunk: int = 4096) -> float:
-    """The smallest distance between two bank rows (the coreset's covering radius, from below)."""
+    """The smallest distance between two bank rows: greedy k-center picks lie at least the final covering radius
+    apart, so this is that radius or a little more."""
     index = ExactIndex(bank)
     best = np.inf
     for start in range(0, len(bank), chunk):
@@ -69,19 +71,11 @@ def covering_radius_estimate(bank: np.ndarray, chunk: int = 4096) -> float:
 
 
 def greedy_additions(patches: np.ndarray, bank: np.ndarray, radius: float, limit: int) -> np.ndarray:
-    """Rows of ``patches`` to add so that every patch lies within ``radius`` of the bank (farthest first)."""
-    dist = ExactIndex(bank).search(patches, k=1)[0][:, 0].astype(np.float64)
-    sq = np.einsum("ij,ij->i", patches, patches)
-    picks: list[int] = []
-    while len(picks) < limit:
-        j = int(np.argmax(dist))
-        if not dist[j] > radius:
-            break
-        picks.append(j)
-        d2 = sq - 2.0 * (patches @ patches[j]) + sq[j]
-        np.minimum(dist, np.sqrt(np.maximum(d2, 0.0)), out=dist)
-        dist[j] = 0.0
-    if len(picks) >= limit and dist.max() > radius:
+    """Rows of ``patches`` to add so that every patch lies within ``radius`` of the bank: the coreset's greedy
+    rule continued (:func:`coreset.extend_coreset`, farthest first)."""
+    nearest = ExactIndex(bank).search(patches, k=1)[0][:, 0]
+    picks = extend_coreset(patches, nearest.astype(np.float32) ** 2, radius, limit)
+    if len(picks) >= limit:
         raise UpdateRefused(f"these images would add more than {limit} rows to a bank of {len(bank)} "
                             f"({MAX_NEW_ROWS_SHARE:.0%}): they differ too much from what the model was trained on; "
                             f"retrain on the workstation with them in train/good")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pathlib import Path
 from apc_edge.export.backbones import build_backbone
 from apc_edge.export.embedder import PatchEmbedder
-from apc_edge.export.coreset import greedy_coreset
+from apc_edge.coreset import greedy_coreset
 from apc_edge.export.patchcore import split_holdout
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.calibration import metrics

@@ -41,7 +41,7 @@ def textbook_greedy(z: np.ndarray, size: int, seed: int, max_picks: int | None) 
 
 
 def main() -> None:
-    from apc_edge.export.coreset import covering_radius, greedy_coreset
+    from apc_edge.coreset import covering_radius, greedy_coreset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="?", help="MVTec-layout category (features of train/good)")

@@ -28,7 +28,7 @@ from apc_edge.preprocess import Preprocessor, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .backbones import build_backbone
-from .coreset import greedy_coreset
+from apc_edge.coreset import greedy_coreset
 from .embedder import PatchEmbedder
 from .graph_features import FeatureEngine
 from .input_plan import channels_of, image_facts, plan_input

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from apc_edge.export.coreset import covering_radius, greedy_coreset, random_projection
+from apc_edge.coreset import covering_radius, greedy_coreset, random_projection
 
 
 def test_coreset_covers_every_cluster_and_the_outlier():
@@ -93,3 +93,24 @@ def test_threshold_image_limit_scales_with_the_cost_of_each_image():
     assert threshold_image_limit(200, 4096, 40_000) == 61                       # 1e10 distances in all
     assert threshold_image_limit(200, 4096, 1_000_000) == MIN_THRESHOLD_IMAGES  # never below the floor
     assert threshold_image_limit(20, 4096, 1_000_000) == 20                     # nor above what was asked
+
+
+def test_extend_coreset_continues_the_greedy_from_an_existing_bank():
+    from apc_edge.coreset import extend_coreset
+
+    rng = np.random.default_rng(5)
+    bank = rng.standard_normal((50, 8)).astype(np.float32)
+    new = np.concatenate([rng.standard_normal((300, 8)), rng.standard_normal((100, 8)) + 6]).astype(np.float32)
+    d2 = ((new[:, None, :].astype(np.float64) - bank[None]) ** 2).sum(-1).min(1)
+    radius = 1.5
+    # the one-at-a-time rule: add the farthest new row while it is farther than the radius
+    want, md = [], d2.copy()
+    while md.max() > radius ** 2:
+        j = int(np.argmax(md))
+        want.append(j)
+        md = np.minimum(md, ((new.astype(np.float64) - new[j]) ** 2).sum(1))
+    got = extend_coreset(new, d2.astype(np.float32), radius, limit=1000)
+    assert got.tolist() == want and len(want) > 5
+    assert got[0] >= 300                                  # the far cluster is what the bank lacked most
+    assert extend_coreset(new, d2.astype(np.float32), radius, limit=3).tolist() == want[:3]
+    assert extend_coreset(new, d2.astype(np.float32), 100.0, limit=10).size == 0

@@ -156,8 +156,9 @@ class _ClusteredDistances:
             self.min_d[own] = 0.0
             self.cluster_max[k] = self.min_d[lo:hi].max()
 
-    def pick_batch(self, candidates: int, limit: int) -> list[int]:
-        """Up to ``limit`` next greedy picks, exactly as one-at-a-time greedy would choose them."""
+    def pick_batch(self, candidates: int, limit: int, stop_at: float = -1.0) -> list[int]:
+        """Up to ``limit`` next greedy picks, exactly as one-at-a-time greedy would choose them; none whose
+        squared distance to the centres is ``stop_at`` or less."""
         n = len(self.min_d)
         m = min(candidates, n - 1)
         part = np.argpartition(self.min_d, n - m - 1)
@@ -168,6 +169,8 @@ class _ClusteredDistances:
         while len(batch) < limit:
             j = int(np.argmax(dist))
             if batch and not dist[j] > tau:       # a point outside `top` might be next: stop here
+                break
+            if not dist[j] > stop_at:             # everything left is covered
                 break
             batch.append(int(top[j]))
             row = z @ z[j]
@@ -214,6 +217,37 @@ def greedy_coreset(features: np.ndarray, ratio: float = 0.1, proj_dim: int = 128
             elif len(batch) < candidates // 8:
                 candidates = max(64, candidates // 2)
     return state.order[np.array(chosen)]
+
+
+def extend_coreset(features: np.ndarray, nearest_sq: np.ndarray, radius: float, limit: int,
+                   seed: int = 0) -> np.ndarray:
+    """Rows of ``features`` to add to an existing bank so that every row lies within ``radius`` of it:
+    the greedy k-center rule continued, farthest first, in batches as :func:`greedy_coreset` (no projection:
+    exact distances). ``nearest_sq``: each row's squared distance to its nearest bank row. At most
+    ``limit`` rows; the caller checks whether that was enough.
+
+    Example::
+
+        d, _ = ExactIndex(bank).search(new, k=1)
+        add = extend_coreset(new, d[:, 0] ** 2, radius=0.8, limit=len(bank))
+    """
+    if len(features) == 0 or limit < 1:
+        return np.zeros(0, np.int64)
+    state = _ClusteredDistances.build(np.ascontiguousarray(features, np.float32), seed)
+    state.min_d[:] = np.asarray(nearest_sq, np.float32)[state.order]
+    state.cluster_max = np.maximum.reduceat(state.min_d, state.starts)
+    stop_at = float(radius) ** 2
+    chosen: list[int] = []
+    candidates = FIRST_BATCH
+    while len(chosen) < limit and float(state.min_d.max()) > stop_at:
+        batch = state.pick_batch(candidates, limit - len(chosen), stop_at=stop_at)
+        if not batch:
+            break
+        state.add_centres(np.array(batch))
+        chosen += batch
+        candidates = candidates * 2 if len(batch) > candidates // 2 else max(64, candidates // 2) \
+            if len(batch) < candidates // 8 else candidates
+    return state.order[np.array(chosen, np.int64)] if chosen else np.zeros(0, np.int64)
 
 
 def covering_radius(features: np.ndarray, ids: np.ndarray, chunk: int = 16384) -> float:
