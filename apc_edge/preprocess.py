@@ -222,11 +222,16 @@ class Preprocessor:
             out[i] = cv2.dnn.blobFromImageWithParams(bgr, params)[0]
         return out
 
-    def _blob_params(self):
+    def normalize_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """A uint8 RGB (H, W, 3) image already at the model-input size -> (3, H, W) float32, normalized exactly
+        as :meth:`batch` normalizes frames (AnomalousPatchCore's augmented samples take this path)."""
+        return cv2.dnn.blobFromImageWithParams(np.ascontiguousarray(rgb), self._blob_params(swap=False))[0]
+
+    def _blob_params(self, swap: bool = True):
         params = cv2.dnn.Image2BlobParams()
         params.scalefactor = tuple(1.0 / (255.0 * s) for s in self.std) + (0.0,)
         params.mean = tuple(255.0 * m for m in self.mean) + (0.0,)      # RGB order: applied after the swap
-        params.swapRB = True
+        params.swapRB = swap
         params.ddepth = cv2.CV_32F
         return params
 

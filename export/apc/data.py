@@ -36,12 +36,9 @@ def rgb_input(pre: Preprocessor, frame: np.ndarray) -> np.ndarray:
 
 def to_input(pre: Preprocessor, images: Sequence[np.ndarray]) -> np.ndarray:
     """uint8 RGB images at the input size -> (N, 3, H, W) float32, normalized as ``Preprocessor.batch`` does."""
-    mean = np.asarray(pre.mean, np.float32)
-    inv_std = 1.0 / np.asarray(pre.std, np.float32)
     out = np.empty((len(images), 3, *pre.input_hw), np.float32)
     for i, rgb in enumerate(images):
-        x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-        out[i] = ((x - mean) * inv_std).transpose(2, 0, 1)
+        out[i] = pre.normalize_rgb(rgb)
     return out
 
 
