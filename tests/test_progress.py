@@ -1,7 +1,17 @@
 """Progress bars redraw on a terminal only; logs get plain lines."""
 import io
 
-from apc_edge.progress import Progress
+import pytest
+
+from apc_edge.progress import Progress, set_quiet
+
+
+@pytest.fixture(autouse=True)
+def loud():
+    """Commands run earlier in this process may have left -q on: these tests start without it."""
+    set_quiet(False)
+    yield
+    set_quiet(False)
 
 
 class Terminal(io.StringIO):
