@@ -18,7 +18,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -120,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = dict(out["manifest"])
         manifest["threshold"] = block
         write_manifest(args.model_dir, manifest, rehash=False)      # the digests verified at load
-    if args.json_path:
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps({"threshold": block, "good_scores": out["good_scores"],
-                                                    "anomaly_scores": out["anomaly_scores"]}, indent=2) + "\n")
+    A.write_json(args.json_path, {"threshold": block, "good_scores": out["good_scores"],
+                                  "anomaly_scores": out["anomaly_scores"]})
     a = block["achieved"]
     target = (f"target false alarms {block['target_false_alarm']}" if "target_false_alarm" in block else
               f"target recall {block['target_recall']}" if "target_recall" in block else "best F1")

@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -80,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDirError, DatasetError, ValueError) as exc:          # ValueError: an image that does not decode
         print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
-    if args.json_path:
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    A.write_json(args.json_path, report)
     if args.scores_csv:
         root = Path(args.data_dir)
         write_scores(args.scores_csv, [{"image": s.sample.path.relative_to(root).as_posix(),

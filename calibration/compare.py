@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -101,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apc-compare: {exc}", file=sys.stderr)
         return 2
     res.update(a=str(args.a), b=str(args.b), only_in_a=len(set(a) - set(b)), only_in_b=len(set(b) - set(a)))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    A.write_json(args.json_path, res)
     print(f"apc-compare: {res['n_images']} images ({res['n_defects']} defects): image AUROC A {res['auroc_a']:.4f}, "
           f"B {res['auroc_b']:.4f}, A - B {res['difference']:+.4f} ({100 * res['level']:.0f} % interval "
           f"{res['low']:+.4f} to {res['high']:+.4f}, {res['resamples']} paired resamples)")

@@ -72,11 +72,16 @@ def embed_images(backend: Backend, pre: Preprocessor, images: list) -> list[np.n
     return [backend.run(pre(p if isinstance(p, np.ndarray) else load_image(p)))[0] for p in images]
 
 
-def mean_cosine(ref_emb: list[np.ndarray], test_emb: list[np.ndarray], regions: list | None = None) -> float:
-    """Mean per-patch cosine between two graphs' embeddings of the same images (over ``regions``' cells)."""
+def region_cosines(ref_emb: list[np.ndarray], test_emb: list[np.ndarray], regions: list | None = None) -> np.ndarray:
+    """Per-patch cosines between two graphs' embeddings of the same images, over ``regions``' cells."""
     regions = regions if regions is not None else [None] * len(ref_emb)
-    return float(np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]
-                                 for a, b, r in zip(ref_emb, test_emb, regions)]).mean())
+    return np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]
+                           for a, b, r in zip(ref_emb, test_emb, regions)])
+
+
+def mean_cosine(ref_emb: list[np.ndarray], test_emb: list[np.ndarray], regions: list | None = None) -> float:
+    """The guard's cosine figure: the mean of :func:`region_cosines`."""
+    return float(region_cosines(ref_emb, test_emb, regions).mean())
 
 
 def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: list,
@@ -108,8 +113,7 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
                                                                     embed_images(test.backend, pre, paths))
     regions = regions if regions is not None else [None] * len(paths)
     excludes = excludes if excludes is not None else [None] * len(paths)
-    cos = np.concatenate([patch_cosines(a, b)[r.ravel() if r is not None else slice(None)]
-                          for a, b, r in zip(ref_emb, test_emb, regions)])
+    cos = region_cosines(ref_emb, test_emb, regions)
     s_ref = [score_embedding(e, ref.index, ref.bank, ref.num_neighbours, region=r, exclude=x).image_score
              for e, r, x in zip(ref_emb, regions, excludes)]
     s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours, region=r, exclude=x).image_score

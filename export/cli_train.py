@@ -11,7 +11,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import argparse
 import sys
 
@@ -128,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"apc-train: train time {total:.1f} s (" + (f"fine-tuning {ft['seconds']:.1f} s, " if ft else "")
           + f"features {s['features']:.1f} s ({tr.get('features_computed_with', {}).get('engine', 'torch')}), coreset {s['coreset']:.1f} s, threshold {s['threshold']:.1f} s) "
           f"-> {args.out}")
-    if args.json_path:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    A.write_json(args.json_path, info)
     return 0
 
 

@@ -1,11 +1,10 @@
 """apc-bench prints per-stage numbers and writes them as JSON, without torch."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from apc_edge.cli.bench import STAGES, main as bench_main
+from blocked import run_without
 
 KEYS = {"model", "backend", "frames", "latency_ms", "check_over_backbone", "throughput", "peak_rss_mb", "system"}
 
@@ -71,22 +70,10 @@ def test_bench_missing_model_dir(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-BLOCKED = r"""
-import sys, importlib.abc
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, BlockTorch())
-from apc_edge.cli.bench import main
-rc = main([sys.argv[1], "--frames", "2", "--warmup", "0", "--no-throughput"])
-assert "torch" not in sys.modules
-sys.exit(rc)
-"""
-
-
 def test_bench_runs_without_torch(model_dir_openvino):
-    proc = subprocess.run([sys.executable, "-c", BLOCKED, str(model_dir_openvino)], capture_output=True, text=True)
+    code = ("from apc_edge.cli.bench import main\n"
+            "rc = main(sys.argv + ['--frames', '2', '--warmup', '0', '--no-throughput'])\n")
+    proc = run_without("torch", code + "assert rc == 0\n", str(model_dir_openvino))
     assert proc.returncode == 0, proc.stderr
     assert "apc-bench: total" in proc.stdout
 

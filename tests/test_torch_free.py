@@ -1,48 +1,20 @@
 """The runtime must run on a camera PC without torch: block its import and run a check."""
-import subprocess
-import sys
+from blocked import run_without
 
-SCRIPT = r"""
-import sys
-import importlib.abc
-
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, BlockTorch())
+RUNTIME = """
 import numpy as np
 import apc_edge
 from apc_edge import Inspector
 import apc_edge.sources, apc_edge.cli
-r = Inspector(sys.argv[1]).check(np.full((120, 160, 3), 90, np.uint8))
-assert "torch" not in sys.modules
+r = Inspector(sys.argv[0]).check(np.full((120, 160, 3), 90, np.uint8))
 print("score", r.score)
 """
 
 
 def test_runtime_imports_and_runs_without_torch(model_dir_openvino):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(model_dir_openvino)], capture_output=True, text=True)
+    proc = run_without("torch", RUNTIME, str(model_dir_openvino))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("score ")
-
-
-BLOCK = r"""
-import sys, importlib.abc
-BLOCKED = set(sys.argv[1].split(","))
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[2:]
-"""
-
-
-def run_without(modules: str, code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK + code, modules, *args], capture_output=True, text=True)
 
 
 def test_missing_backend_or_index_library_names_the_extra(model_dir_openvino, model_dir_hnsw):

@@ -1,7 +1,5 @@
 """apc-update on the camera PC: confirmed false alarms are learnt, defects stay flagged, the old dir stays."""
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 from apc_edge import Inspector
 from apc_edge.cli.update import main as update_main
 from apc_edge.preprocess import load_image
+from blocked import run_without
 
 
 def shifted_goods(synthetic_category, folder, shift=30):
@@ -67,23 +66,9 @@ def test_refusals(model_dir_onnx, synthetic_category, tmp_path, make_args, messa
     assert message in capsys.readouterr().err
 
 
-BLOCKED = r"""
-import sys, importlib.abc
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, BlockTorch())
-from apc_edge.cli.update import main
-rc = main(sys.argv[1:])
-assert "torch" not in sys.modules
-sys.exit(rc)
-"""
-
-
 def test_update_runs_without_torch(model_dir_onnx, synthetic_category, tmp_path):
     good = synthetic_category / "test" / "good"
-    proc = subprocess.run([sys.executable, "-c", BLOCKED, str(model_dir_onnx), "--good", str(good), "--out",
-                           str(tmp_path / "v2")], capture_output=True, text=True)
+    code = "from apc_edge.cli.update import main\nrc = main(sys.argv)\nassert rc == 0, rc\n"
+    proc = run_without("torch", code, str(model_dir_onnx), "--good", str(good), "--out", str(tmp_path / "v2"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "v2" / "manifest.json").is_file()

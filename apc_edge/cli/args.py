@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from pathlib import Path
@@ -64,6 +65,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         message = re.sub(r"^argument ([^:]+): (must )", r"\1 \2", one_line(message))
         self.exit(2, f"{self.prog}: {re.sub(r'^argument ', '', message)} (see {self.prog} --help)\n")
+
+
+def write_json(path: str | Path | None, value) -> None:
+    """Write ``value`` as indented JSON to ``path`` (a command's ``--json``), creating its folder; None: nothing."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,6 @@ load average before and after, since numbers taken on a busy machine mislead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -335,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
     print_report(result)
-    if args.json_path:
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    A.write_json(args.json_path, result)
     return 0
 
 

@@ -11,7 +11,6 @@ The labels are ``OUT/review/labels.csv`` (see :mod:`apc_edge.review`); any tool 
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.export:
             counts = review.export_reviewed(args.out, args.export)
-            _write_json(args.json_path, counts)
+            A.write_json(args.json_path, counts)
             print(f"{PROG}: {counts['good']} good and {counts['defect']} defect frames ({counts['defect_masks']} "
                   f"with masks) -> {args.export}")
             return 0
@@ -74,14 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{f.verdict:<3} {score:>6}  {label or '(not reviewed)':<15} {f.frame}"
               + (f"  [{f.file}]" if f.file else ""))
     print(f"{PROG}: {len(frames)} kept frames, {sum(f.frame in labels for f in frames)} reviewed")
-    _write_json(args.json_path, [{**asdict(f), "label": labels.get(f.frame, {}).get("label")} for f in frames])
+    A.write_json(args.json_path, [{**asdict(f), "label": labels.get(f.frame, {}).get("label")} for f in frames])
     return 0
-
-
-def _write_json(path: Path | None, value) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ See :mod:`apc_edge.model_update` for what it does and when it refuses.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -48,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelDirError, OSError, ValueError) as exc:
         print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
-    if args.json_path:
-        args.json_path.parent.mkdir(parents=True, exist_ok=True)
-        args.json_path.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    A.write_json(args.json_path, r)
     t = r["threshold"]
     raised = f", raised from {t['raised_from']:.4f}" if "raised_from" in t else " (unchanged)"
     print(f"{PROG}: {len(r['images_added'])} good images: {r['rows_added']} bank rows added "
