@@ -45,19 +45,16 @@ class EnsembleFeatures(FeatureBackbone):
         self.stage_strides = first.stage_strides
         self.members = nn.ModuleList(members)
         # x_m = (x * std_0 + mean_0 - mean_m) / std_m: member m's normalization from the first one's
-        for index, member in enumerate(members):
-            std0, mean0 = torch.tensor(first.input_std), torch.tensor(first.input_mean)
+        std0, mean0 = torch.tensor(first.input_std), torch.tensor(first.input_mean)
+        for index, member in enumerate(members[1:], start=1):
             std_m, mean_m = torch.tensor(member.input_std), torch.tensor(member.input_mean)
             self.register_buffer(f"gain{index}", (std0 / std_m).view(1, 3, 1, 1), persistent=False)
             self.register_buffer(f"offset{index}", ((mean0 - mean_m) / std_m).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for index, member in enumerate(self.members):
-            if index == 0:
-                outputs.append(member(x))
-            else:
-                outputs.append(member(x * getattr(self, f"gain{index}") + getattr(self, f"offset{index}")))
+        outputs = [self.members[0](x)]
+        for index in range(1, len(self.members)):
+            outputs.append(self.members[index](x * getattr(self, f"gain{index}") + getattr(self, f"offset{index}")))
         return [torch.cat([out[i] for out in outputs], dim=1) for i in range(4)]
 
 
