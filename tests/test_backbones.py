@@ -22,10 +22,12 @@ from apc_edge.export.backbones import (
 from apc_edge.export.backbones import efficientnet as effnet
 from apc_edge.export.backbones import mobilenet
 
-OFFLINE = ("mobilenet_v2", "efficientnet_lite0")
+OFFLINE = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 EXPECTED_CHANNELS = {
     "mobilenet_v2": (16, 24, 32, 96),
     "efficientnet_lite0": (16, 24, 40, 112),
+    "efficientnet_lite1": (16, 24, 40, 112),
+    "efficientnet_lite2": (16, 24, 48, 120),
     "resnet18": (64, 64, 128, 256),
     "resnet50": (64, 256, 512, 1024),
     "wide_resnet50_2": (64, 256, 512, 1024),
@@ -177,14 +179,23 @@ def _mobilenet_v2_head(state) -> nn.Module:
     return nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
 
 
-def _efficientnet_lite0_head(state) -> nn.Module:
-    """_blocks[11:16] + head conv/bn + _fc of the full EfficientNet-Lite0, from the same file."""
-    blocks = effnet.build_blocks(((6, 5, 2, 192, 4), (6, 3, 1, 320, 1)), in_ch=112)
+# the EfficientNet-Lite stages after stride 16: (first block index, in channels, stages)
+LITE_HEAD_STAGES = {
+    "efficientnet_lite0": (11, 112, ((6, 5, 2, 192, 4), (6, 3, 1, 320, 1))),
+    "efficientnet_lite1": (15, 112, ((6, 5, 2, 192, 5), (6, 3, 1, 320, 1))),
+    "efficientnet_lite2": (15, 120, ((6, 5, 2, 208, 5), (6, 3, 1, 352, 1))),
+}
+
+
+def _efficientnet_lite_head(name: str, state) -> nn.Module:
+    """The blocks after stride 16 + head conv/bn + _fc of the full EfficientNet-Lite, from the same file."""
+    first, in_ch, stages = LITE_HEAD_STAGES[name]
+    blocks = effnet.build_blocks(stages, in_ch=in_ch)
     blocks.load_state_dict(
-        {f"{int(k.split('.')[1]) - 11}.{k.split('.', 2)[2]}": v for k, v in state.items()
-         if k.startswith("_blocks.") and int(k.split(".")[1]) >= 11}
+        {f"{int(k.split('.')[1]) - first}.{k.split('.', 2)[2]}": v for k, v in state.items()
+         if k.startswith("_blocks.") and int(k.split(".")[1]) >= first}
     )
-    head = nn.Sequential(effnet.SameConv2d(320, 1280, 1), effnet.batch_norm(1280), nn.ReLU6())
+    head = nn.Sequential(effnet.SameConv2d(stages[-1][3], 1280, 1), effnet.batch_norm(1280), nn.ReLU6())
     head.load_state_dict({"0.weight": state["_conv_head.weight"],
                           **{f"1.{k[5:]}": v for k, v in state.items() if k.startswith("_bn1.")}})
     fc = nn.Linear(1280, 1000)
@@ -192,8 +203,10 @@ def _efficientnet_lite0_head(state) -> nn.Module:
     return nn.Sequential(*blocks, head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
 
 
-@pytest.mark.parametrize("name, make_head", [("mobilenet_v2", _mobilenet_v2_head),
-                                             ("efficientnet_lite0", _efficientnet_lite0_head)])
+@pytest.mark.parametrize("name, make_head", [
+    ("mobilenet_v2", _mobilenet_v2_head),
+    *[(lite, lambda state, lite=lite: _efficientnet_lite_head(lite, state)) for lite in LITE_HEAD_STAGES],
+])
 def test_offline_weights_classify_a_photo(name, make_head):
     """The ImageNet classifier of the same file, stacked on our stride-16 output, recognises
     the photo: fails on wrong wiring, normalization, BN eps or padding convention."""

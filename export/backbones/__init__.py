@@ -24,7 +24,8 @@ from typing import Callable
 from .base import BackboneError, FeatureBackbone
 from .checkpoint import LoadReport, apply_state_dict, load_checkpoint_into, read_state_dict
 from .clip_resnet import CLIP_CONFIGS, ClipResNetFeatures
-from .efficientnet import EfficientNetLite0Features
+from .efficientnet import VARIANT_STAGES as EFFICIENTNET_LITE_VARIANTS
+from .efficientnet import EfficientNetLiteFeatures
 from .ensemble import EnsembleFeatures, member_names
 from .mobilenet import MobileNetV2Features
 from .pretrained import OFFLINE_WEIGHTS, offline_weights_path
@@ -32,7 +33,7 @@ from .resnet import RESNET_CONFIGS, ResNetFeatures
 
 _FACTORIES: dict[str, Callable[[], FeatureBackbone]] = {
     "mobilenet_v2": MobileNetV2Features,
-    "efficientnet_lite0": EfficientNetLite0Features,
+    **{name: (lambda name=name: EfficientNetLiteFeatures(name)) for name in EFFICIENTNET_LITE_VARIANTS},
     **{name: (lambda name=name: ResNetFeatures(name)) for name in RESNET_CONFIGS},
     **{name: (lambda name=name: ClipResNetFeatures(name)) for name in CLIP_CONFIGS},
 }
@@ -59,7 +60,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Featu
     """Build backbone ``name`` (one of ``BACKBONE_NAMES``) with the given weights.
 
     ``weights``: None = the offline ImageNet weights (mobilenet_v2,
-    efficientnet_lite0; the ResNets have none and raise), ``"random"`` =
+    efficientnet_lite0/1/2; the ResNets have none and raise), ``"random"`` =
     random init, otherwise a checkpoint file path. A name of backbones joined
     by ``+`` builds their ensemble (``ensemble.EnsembleFeatures``): None gives
     each member its offline weights, a checkpoint holds the whole ensemble. The module is returned in

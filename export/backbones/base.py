@@ -41,6 +41,8 @@ class FeatureBackbone(nn.Module):
     # Name of the Sequential/ModuleList attribute that was cut short at stride 16
     # (its later indexes exist in full checkpoints), or None.
     truncated_sequence: str | None = None
+    # state-dict keys a checkpoint may lack (saved by an older version); they keep their built value
+    defaulted_keys: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -143,7 +143,7 @@ def apply_state_dict(module: FeatureBackbone, state: Mapping[str, torch.Tensor],
     for key, ref in expected.items():
         value = state.get(key)
         if value is None:
-            if key.endswith("num_batches_tracked"):  # older checkpoints omit this counter
+            if key.endswith("num_batches_tracked") or key in module.defaulted_keys:  # older checkpoints omit these
                 to_load[key] = ref
             else:
                 missing.append(key)

