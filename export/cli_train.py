@@ -19,7 +19,7 @@ from apc_edge.cli import args as A
 from .apc import cli as apc_cli
 from .apc import fit_apc
 from .backbones import BACKBONE_NAMES, ENSEMBLE_NAMES, BackboneError
-from .patchcore import TrainConfig, fit_patchcore
+from .patchcore import ONE_IMAGE_METHOD, TrainConfig, fit_patchcore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,14 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apc-train: {exc}", file=sys.stderr)
         return 2
     tr, th = info["training"], info["threshold"]
-    source = (f"{th['n_images']} held-out goods" if th["method"] == "max_holdout_good" else
-              f"{th['n_images']} bank images scored leave-one-out, {100 * th['implied_false_alarm']:.1f} % of them "
-              f"above it (target {100 * th['target_false_alarm']:.1f} %)")
+    if th["method"] == "max_holdout_good":
+        source = f"{th['n_images']} held-out goods"
+    elif th["method"] == ONE_IMAGE_METHOD:
+        source = f"{th['n_images']} copies of the one training image shifted by a quarter of a patch stride"
+    else:
+        source = (f"{th['n_images']} bank images scored leave-one-out, {100 * th['implied_false_alarm']:.1f} % of "
+                  f"them above it (target {100 * th['target_false_alarm']:.1f} %)")
     plan = info["config"].get("input_plan") or {}
     print(f"apc-train: input {'x'.join(str(v) for v in info['preprocess']['resize'])} "
           f"({info['preprocess']['mode']}): {plan.get('reason', 'as configured')}")
     print(f"apc-train: {tr['category']}: {tr['n_bank_images']} bank images, {tr['n_patches']} patches -> "
           f"coreset {tr['bank_size']} x {info['embedding_dim']}; threshold {th['value']:.4f} from {source}")
+    if th["method"] == ONE_IMAGE_METHOD:
+        print("apc-train: warning: one good image cannot show how much good parts vary, so this threshold is "
+              "low and will flag many good parts; review them and add them with apc-update (or apc-calibrate "
+              "--good DIR), or train on more good images")
     s = tr["seconds"]
     ft = info.get("fine_tuning")
     for line in apc_cli.describe(info) if ft else []:

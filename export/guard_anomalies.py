@@ -43,18 +43,19 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def cutpaste_anomalies(paths: list[Path], n: int, seed: int = 0, bit_depth: int = 16) -> list[np.ndarray]:
-    """``n`` synthetic uint8 anomalies from the good images at ``paths`` (at least 2), each the size of its
-    target; 16-bit files are brought to 8 bits from ``bit_depth`` bits (``Preprocessor.uint16_bits``).
+    """``n`` synthetic uint8 anomalies from the good images at ``paths``, each the size of its target; 16-bit
+    files are brought to 8 bits from ``bit_depth`` bits (``Preprocessor.uint16_bits``). The patch comes from
+    another image, or, when there is only one, from elsewhere in the same image.
 
     A mono target stays mono (the pasted rectangle is brightness-jittered only), so the anomalies go
     through the same preprocessing as the goods.
     """
-    if len(paths) < 2:
-        raise ValueError(f"synthetic anomalies need at least 2 good images, got {len(paths)}")
+    if not paths:
+        raise ValueError("synthetic anomalies need at least one good image")
     rng = np.random.default_rng(seed)
     out = []
     for i in range(int(n)):
-        t, s = rng.choice(len(paths), 2, replace=False)
+        t, s = rng.choice(len(paths), 2, replace=False) if len(paths) > 1 else (0, 0)
         target = load_image(paths[int(t)], bit_depth)
         source = load_image(paths[int(s)], bit_depth)
         if source.shape[:2] != target.shape[:2]:

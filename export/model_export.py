@@ -32,13 +32,13 @@ from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, Quantizat
 from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
 from apc_edge import graph_probe
-from apc_edge.preprocess import Preprocessor, patch_regions
+from apc_edge.preprocess import Preprocessor, load_image, patch_regions
 from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
 from .guard_anomalies import cutpaste_anomalies
 from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
-from .patchcore import load_bank, load_run, own_rows, threshold_block
+from .patchcore import ONE_IMAGE_METHOD, load_bank, load_run, own_rows, shifted_copies, threshold_block
 from .quantize import INT8_RANGES, quantize_onnx, quantize_openvino
 
 TARGETS = ("openvino", "onnx")
@@ -191,11 +191,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        goods = held + [bank_paths[j] for j in loo]
+        # a one-image run: its threshold came from shifted copies of that image, which stand in for goods here
+        one_image = info["threshold"].get("method") == ONE_IMAGE_METHOD and len(bank_paths) == 1 and not held
+        copies = shifted_copies(load_image(bank_paths[0]), pre.input_hw, embedder.stride) if one_image else []
+        goods = held + [bank_paths[j] for j in loo] + copies
         part_only = bool(info["scoring"].get("part_only", False))
         regions = patch_regions(pre, goods + extra, grid, part_only)
         ids = coreset_patch_ids(run_dir, bank, bank_paths) if (compressed or loo) else None
-        excludes = [None] * len(held) + own_rows(ids, loo, grid) + [None] * len(extra)
+        excludes = [None] * len(held) + own_rows(ids, loo, grid) + [None] * (len(copies) + len(extra))
         threshold = info["threshold"]
         final_bank = bank
         if compressed:
@@ -288,6 +291,12 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                           for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
             target = float(info["threshold"].get("target_false_alarm", 0.01))
             threshold = {**robust_good_threshold(loo_scores, target), "computed_with": computed_with}
+        elif (compressed or opts.bank_dtype != "float32") and copies:
+            copy_scores = [score_embedding(e, exact, used_bank, b, region=r).image_score
+                           for e, r in zip(embeddings[:len(copies)], regions)]
+            target = float(info["threshold"].get("target_false_alarm", 0.01))
+            threshold = {**robust_good_threshold(copy_scores, target, method=ONE_IMAGE_METHOD),
+                         "computed_with": computed_with}
 
         graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
                  "output": "embedding", "input_shape": [1, 3, *pre.input_hw],
@@ -338,7 +347,7 @@ def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -
         real = [Path(opts.data_dir or info["training"]["data_dir"]) / "test" / k for k in keys]
     if real and all(p.is_file() for p in real):
         return real, "real (the run's few-shot anomalies)"
-    if opts.guard_synthetic and len(bank_paths) >= 2:
+    if opts.guard_synthetic and bank_paths:
         bits = Preprocessor.from_dict(info["preprocess"]).uint16_bits
         return cutpaste_anomalies(bank_paths, opts.guard_synthetic, opts.seed, bits), "synthetic CutPaste"
     return [], ""

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -157,7 +158,43 @@ def balance_members(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path
     return embedder.balance_ensemble(batch)
 
 
-MIN_GOOD_IMAGES = 2     # each is scored against a bank built from the others, so two is the least
+ONE_IMAGE_METHOD = "shifted_copies_of_the_one_image"
+SHIFT_SHARE = 0.25    # of the patch stride: the mean misalignment of a new frame's patch grid, per axis
+
+
+def shifted_copies(frame: np.ndarray, input_hw: tuple[int, int], stride: int) -> list[np.ndarray]:
+    """The frame moved by a quarter of the model input's patch stride, in each of 8 directions (mirrored
+    at the border).
+
+    A new frame's patch grid falls anywhere within a stride of the training image's, a quarter of it
+    per axis on average: the copies are the same part seen through such a sampling of the feature grid,
+    the smallest change a second image of the same part would show.
+    """
+    h, w = frame.shape[:2]
+    dy, dx = SHIFT_SHARE * stride * h / input_hw[0], SHIFT_SHARE * stride * w / input_hw[1]
+    copies = []
+    for sy in (-1, 0, 1):
+        for sx in (-1, 0, 1):
+            if sx or sy:
+                move = np.float32([[1, 0, sx * dx], [0, 1, sy * dy]])
+                copies.append(cv2.warpAffine(frame, move, (w, h), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REFLECT_101))
+    return copies
+
+
+def shifted_copy_scores(engine: FeatureEngine, pre: Preprocessor, path: Path, bank: np.ndarray, region,
+                        num_neighbours: int, stride: int) -> list[float]:
+    """Image scores of the one training image's shifted copies (``shifted_copies``) against its own bank.
+
+    What a threshold rests on when there is a single good image: nothing can be left out of the bank, so
+    the image is scored as it would be seen again a few pixels off. This gives a low threshold (no second
+    part's variation is in it): a one-image model flags more goods, never fewer defects, and the screening
+    loop (``apc-review``, ``apc-update``) raises it as reviewed goods come in.
+    """
+    frame = load_image(path)
+    index = ExactIndex(bank)
+    return [score_embedding(emb, index, bank, num_neighbours, region=region).image_score
+            for emb in engine.embed(pre, shifted_copies(frame, pre.input_hw, stride))]
 
 
 def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
@@ -250,10 +287,6 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     if not 0 <= cfg.holdout < 1:
         raise ValueError(f"holdout must be in [0, 1), got {cfg.holdout}")
     bank_paths, holdout_paths = split_holdout(goods, cfg.holdout, cfg.seed)
-    if not holdout_paths and len(bank_paths) < MIN_GOOD_IMAGES:
-        raise ValueError(f"{data.root / 'train' / 'good'} holds {len(goods)} good image(s); the threshold needs at "
-                         f"least {MIN_GOOD_IMAGES} (each is scored against a bank built from the others): add good "
-                         f"images")
     if holdout_paths and not bank_paths:
         raise ValueError(f"holdout {cfg.holdout} leaves no image for the memory bank")
     if backbone is None:
@@ -287,6 +320,10 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
                        for e, r in zip(engine.embed(pre, holdout_paths), regions)]
         threshold, scored = threshold_block(hold_scores), []
+    elif len(bank_paths) == 1:
+        hold_scores = shifted_copy_scores(engine, pre, bank_paths[0], bank, bank_regions[0], cfg.num_neighbours,
+                                          embedder.stride)
+        threshold, scored = robust_good_threshold(hold_scores, cfg.max_false_alarm, method=ONE_IMAGE_METHOD), []
     else:
         queries = grid[0] * grid[1] if candidates is None else candidates.size / len(bank_paths)
         limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0])

@@ -86,6 +86,29 @@ def test_train_from_a_plain_folder_of_good_images(synthetic_category, tmp_path):
     assert Inspector(tmp_path / "m").threshold > 0
 
 
+def test_train_on_one_good_image_warns_that_the_threshold_is_low(synthetic_category, tmp_path, capsys):
+    """One image trains (the INT8 guard's CutPaste anomalies come from within it), and says what to expect."""
+    import json
+    import shutil
+
+    from apc_edge.export.cli_export import main as export_main
+    from apc_edge.export.cli_train import main as train_main
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted((synthetic_category / "train" / "good").glob("*.png"))[3], one / "part.png")
+    assert train_main([str(one), "--out", str(tmp_path / "run"), "--resize", "96", "96", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "8 copies of the one training image shifted" in out and "will flag many good parts" in out
+    assert export_main([str(tmp_path / "run"), "--target", "openvino", "--int8", "--guard-synthetic", "4",
+                        "--out", str(tmp_path / "m"), "--json", str(tmp_path / "e.json"), "-q"]) == 0
+    manifest = json.loads((tmp_path / "e.json").read_text())
+    # the INT8 threshold is set again from the copies, with the INT8 graph
+    assert manifest["threshold"]["method"] == "shifted_copies_of_the_one_image"
+    assert manifest["threshold"]["computed_with"]["precision"] == "int8"
+    assert manifest["quantization"]["guard"]["n_anomalies"] == 4
+
+
 def test_train_and_export_write_json(synthetic_category, tmp_path):
     import json
 

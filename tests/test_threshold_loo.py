@@ -85,12 +85,28 @@ def test_exports_of_a_leave_one_out_run_measure_and_threshold_on_its_bank_images
     assert h["index"]["type"] == "hnsw"
 
 
-def test_one_good_image_is_refused_with_the_fix(tmp_path, synthetic_category):
+def test_one_good_image_gives_a_low_threshold_from_shifted_copies(tmp_path, synthetic_category):
+    """One good image: nothing can be left out, so its copies shifted by a quarter of a patch stride set the threshold. It is
+    finite, above the copies' own scores, and every defect of the test set still scores above it."""
     import shutil
+
+    from apc_edge import Inspector
+    from apc_edge.export.model_export import ExportOptions, export_model
+    from apc_edge.export.patchcore import ONE_IMAGE_METHOD, shifted_copies
+    from apc_edge.preprocess import load_image
+
     one = tmp_path / "one"
-    shutil.copytree(synthetic_category, one)
-    for p in sorted((one / "train" / "good").iterdir())[1:]:
-        p.unlink()
-    with pytest.raises(ValueError, match="at least 2"):
-        fit_patchcore(one, tmp_path / "run", TrainConfig(resize=(160, 160)))
-    assert not (tmp_path / "run" / "run.json").exists()
+    one.mkdir()
+    first = sorted((synthetic_category / "train" / "good").iterdir())[0]
+    shutil.copy(first, one / first.name)
+    info = fit_patchcore(one, tmp_path / "run", TrainConfig(resize=(160, 160)))
+    th = info["threshold"]
+    assert th["method"] == ONE_IMAGE_METHOD and th["n_images"] == 8
+    assert np.isfinite(th["value"]) and th["value"] >= max(info["holdout_scores"]) > 0
+    export_model(tmp_path / "run", tmp_path / "model", options=ExportOptions(index="exact"))
+    inspector = Inspector(tmp_path / "model")
+    spots = sorted((synthetic_category / "test" / "spot").glob("*.png"))
+    assert all(inspector.check(load_image(p)).is_anomalous for p in spots)
+    frame = load_image(first)
+    copies = shifted_copies(frame, (160, 160), 8)
+    assert len(copies) == 8 and all(c.shape == frame.shape and not np.array_equal(c, frame) for c in copies)
