@@ -285,18 +285,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                                            refine_top=choice.report.get("refine_top", 16), region=r).image_score
                            for e, r in zip(embeddings[:len(held)], regions)]
             threshold = {**threshold_block(held_scores), "computed_with": computed_with}
-        elif (compressed or opts.bank_dtype != "float32") and loo:
-            # leave-one-out with this graph and bank; exact search (HNSW's refined maximum equals it)
-            loo_scores = [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
-                          for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
+        elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
+            # leave-one-out (or the one image's shifted copies) with this graph and bank; exact search
+            # (HNSW's refined maximum equals it)
+            good_scores = [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
+                           for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
             target = float(info["threshold"].get("target_false_alarm", 0.01))
-            threshold = {**robust_good_threshold(loo_scores, target), "computed_with": computed_with}
-        elif (compressed or opts.bank_dtype != "float32") and copies:
-            copy_scores = [score_embedding(e, exact, used_bank, b, region=r).image_score
-                           for e, r in zip(embeddings[:len(copies)], regions)]
-            target = float(info["threshold"].get("target_false_alarm", 0.01))
-            threshold = {**robust_good_threshold(copy_scores, target, method=ONE_IMAGE_METHOD),
-                         "computed_with": computed_with}
+            rule = robust_good_threshold(good_scores, target, **({"method": ONE_IMAGE_METHOD} if copies else {}))
+            threshold = {**rule, "computed_with": computed_with}
 
         graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
                  "output": "embedding", "input_shape": [1, 3, *pre.input_hw],
