@@ -85,6 +85,9 @@ def test_no_broker_costs_no_verdict(model_dir_openvino, frames_dir, tmp_path):
 
 @pytest.mark.parametrize("target, message", [("http://x/y", "mqtt://HOST"), ("mqtt://host", "topic prefix"),
                                              ("mqtt://host/a/#", "topic prefix")])
-def test_bad_mqtt_targets(model_dir_openvino, frames_dir, target, message, capsys):
-    assert inspect_main([str(model_dir_openvino), "--folder", str(frames_dir), "--mqtt", target]) == 2
+def test_bad_mqtt_targets(model_dir_openvino, frames_dir, target, message, capsys, tmp_path):
+    out = tmp_path / "out"
+    assert inspect_main([str(model_dir_openvino), "--folder", str(frames_dir), "--mqtt", target,
+                         "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()                                   # refused before anything was written
