@@ -47,7 +47,8 @@ import numpy as np
 from apc_edge.progress import Progress
 
 FIRST_BATCH = 256              # candidates per batch at the start; doubled or halved by how many were used
-ROW_CHUNK = 8192               # rows per distance block (bounds the temporary to ROW_CHUNK x centres floats)
+ROW_CHUNK = 8192               # rows per distance block
+CENTRE_CHUNK = 2048            # centres per distance block: the temporary is at most 64 MB
 
 
 def random_projection(features: np.ndarray, proj_dim: int, seed: int) -> np.ndarray:
@@ -100,12 +101,13 @@ class _LazyDistances:
         seen = self.seen[rows]
         starts = np.flatnonzero(np.r_[True, seen[1:] != seen[:-1]])
         for a, b in zip(starts, np.r_[starts[1:], len(rows)]):
-            cols = self.centres[int(seen[a]):self.k].T
-            for s in range(a, b, ROW_CHUNK):
-                r = rows[s:min(b, s + ROW_CHUNK)]
-                nearest = (self.augmented[r] @ cols).min(axis=1)
-                nearest += self.sq[r]
-                self.bound[r] = np.minimum(self.bound[r], nearest)
+            for c in range(int(seen[a]), self.k, CENTRE_CHUNK):
+                cols = self.centres[c:min(self.k, c + CENTRE_CHUNK)].T
+                for s in range(a, b, ROW_CHUNK):
+                    r = rows[s:min(b, s + ROW_CHUNK)]
+                    nearest = (self.augmented[r] @ cols).min(axis=1)
+                    nearest += self.sq[r]
+                    self.bound[r] = np.minimum(self.bound[r], nearest)
         self.seen[rows] = self.k
 
     def next_batch(self, floor: float, candidates: int, limit: int, stop_at: float = -1.0) -> tuple[np.ndarray, float]:

@@ -22,6 +22,25 @@ def test_exact_index_matches_brute_force(k, chunk):
     np.testing.assert_array_equal(ids, ref_ids)
 
 
+@pytest.mark.parametrize("k, chunk", [(1, 7), (1, 4096), (5, 13)])
+def test_exact_index_many_queries_take_the_one_product_path_and_match_brute_force(k, chunk):
+    rng = np.random.default_rng(10 + k)
+    bank = rng.standard_normal((300, 16)).astype(np.float32)
+    q = rng.standard_normal((ExactIndex.AUGMENT_FROM + 44, 16)).astype(np.float32)
+    index = ExactIndex(bank, chunk=chunk)
+    d, ids = index.search(q, k)
+    assert index._augmented is not None                  # the [b, |b|^2] copy was used
+    ref_d, ref_ids = brute_force(q, bank, k)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ids, ref_ids)
+    exclude = np.arange(0, 300, 3)
+    d_x, ids_x = index.search(q, k, exclude=exclude)
+    assert not np.isin(ids_x, exclude).any()
+    few_d, few_ids = ExactIndex(bank, chunk=chunk).search(q[:40], k, exclude=exclude)   # the other path
+    np.testing.assert_allclose(d_x[:40], few_d, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ids_x[:40], few_ids)
+
+
 def test_exact_index_rejects_empty_bank():
     with pytest.raises(ValueError, match="non-empty"):
         ExactIndex(np.zeros((0, 4), np.float32))
