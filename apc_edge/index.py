@@ -60,8 +60,8 @@ class ExactIndex(NeighbourIndex):
 
     From ``AUGMENT_FROM`` queries on, the bank is kept once more as rows ``[b, |b|^2]`` and the queries as
     ``[-2q, 1]``, so one matrix product per block gives ``|b|^2 - 2 q.b`` with no elementwise passes over
-    it (1.7x on 4096 queries against 40 000 rows, 1.4x on a leave-one-out image). A check with an HNSW index refines at most a few
-    dozen patches exactly and never builds that copy.
+    it (1.7x on 4096 queries against 40 000 rows, 1.4x on a leave-one-out image). A check with an HNSW
+    index refines at most a few dozen patches exactly and never builds that copy.
     """
 
     name = "exact"
