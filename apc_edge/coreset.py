@@ -184,8 +184,7 @@ def greedy_coreset(features: np.ndarray, ratio: float = 0.1, proj_dim: int = 128
     return np.array(chosen, np.int64)
 
 
-def extend_coreset(features: np.ndarray, nearest_sq: np.ndarray, radius: float, limit: int,
-                   seed: int = 0) -> np.ndarray:
+def extend_coreset(features: np.ndarray, nearest_sq: np.ndarray, radius: float, limit: int) -> np.ndarray:
     """Rows of ``features`` to add to an existing bank so that every row lies within ``radius`` of it:
     the greedy k-center rule continued, farthest first, in batches as :func:`greedy_coreset` (no projection:
     exact distances). ``nearest_sq``: each row's squared distance to its nearest bank row. At most
