@@ -5,6 +5,7 @@ tenth of the way or each minute, whichever comes first, never carriage returns.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -71,3 +72,26 @@ class Progress:
             elapsed = time.perf_counter() - self.start
             self.stream.write(f"{self.label}: {self.done}/{self.total} in {elapsed:.1f} s {self._info}".rstrip() + "\n")
         self.stream.flush()
+
+
+class StageClock:
+    """Wall seconds per named stage, summed over repeats.
+
+    Example::
+
+        clock = StageClock()
+        with clock("bank"):
+            embed_bank()
+        clock.seconds                       # {"bank": 12.31}
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 2)

@@ -8,8 +8,8 @@ so the export can refuse with a message naming each.
 
 Example::
 
-    report = compare_pipelines(fp32, int8, pre, images)       # Pipeline(backend, bank, index, b) each
-    problems = guard_failures(report, GuardTolerance(min_cosine=0.97))
+    result = compare_pipelines(fp32, int8, pre, images)       # Pipeline(backend, bank, index, b) each
+    problems = guard_failures(result.report, GuardTolerance(min_cosine=0.97))
     if problems: raise QuantizationGuardError("; ".join(problems))
 """
 from __future__ import annotations
@@ -67,6 +67,16 @@ class Pipeline:
     num_neighbours: int = 9
 
 
+@dataclass
+class GuardResult:
+    """What :func:`compare_pipelines` found: the report for the manifest, and the compressed pipeline's
+    embeddings and image scores of the guard images (unrounded, for reuse by the export)."""
+
+    report: dict
+    embeddings: list[np.ndarray]
+    scores: list[float]
+
+
 def embed_images(backend: Backend, pre: Preprocessor, images: list) -> list[np.ndarray]:
     """One (D, h, w) embedding per image (a file path or a uint8 array as ``load_image`` returns)."""
     return [backend.run(pre(p if isinstance(p, np.ndarray) else load_image(p)))[0] for p in images]
@@ -88,8 +98,8 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
                       n_good: int | None = None, threshold: float | None = None,
                       regions: list | None = None, excludes: list | None = None,
                       n_anomalies: int = 0, anomaly_source: str = "",
-                      embeddings: tuple[list, list] | None = None) -> tuple[dict, list[np.ndarray]]:
-    """Agreement report of ``test`` vs ``ref`` on ``paths`` and ``test``'s embeddings of them.
+                      embeddings: tuple[list, list] | None = None) -> GuardResult:
+    """Agreement report of ``test`` vs ``ref`` on ``paths``, with ``test``'s embeddings and scores of them.
 
     ``regions`` (one per path, or ``None``): the patch cells that are scored (pad mode: the part); cosines
     and scores are taken over those cells only.
@@ -142,7 +152,7 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
     report["spearman_enforced"] = len(paths) >= MIN_RANK_IMAGES
     report["scores"] = {"reference": [round(float(s), 6) for s in s_ref],
                         "compressed": [round(float(s), 6) for s in s_test]}
-    return report, test_emb
+    return GuardResult(report, test_emb, [float(s) for s in s_test])
 
 
 def guard_failures(report: dict, tol: GuardTolerance) -> list[str]:

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"apc-export: {args.target} {g['precision']} model dir {args.out} (bank {manifest['memory_bank']['size']} x "
           f"{manifest['embedding_dim']} {manifest['memory_bank']['dtype']}, grid {manifest['patch_grid']}, "
           f"index {manifest['index']['type']}) in {manifest['export']['seconds']:.1f} s")
+    stages = manifest["export"].get("stage_seconds") or {}
+    if stages:
+        print("apc-export: stages " + ", ".join(f"{name} {sec:.1f} s" for name, sec in stages.items()))
     q = manifest.get("quantization")
     if q:
         guard = q["guard"]

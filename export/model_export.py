@@ -33,6 +33,7 @@ from apc_edge.index import ExactIndex
 from apc_edge.manifest import write_manifest
 from apc_edge import graph_probe
 from apc_edge.preprocess import Preprocessor, load_image, patch_regions
+from apc_edge.progress import StageClock
 from apc_edge.scoring import score_embedding
 
 from .bank_rebuild import coreset_patch_ids, embed_patches
@@ -166,8 +167,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
     t0 = time.perf_counter()
-    embedder, info, pre = load_run(run_dir)
-    bank = load_bank(run_dir).astype(np.float32, copy=False)
+    clock = StageClock()
+    with clock("load run"):
+        embedder, info, pre = load_run(run_dir)
+        bank = load_bank(run_dir).astype(np.float32, copy=False)
     b = int(info["scoring"]["num_neighbours"])
     grid = tuple(info["patch_grid"])
     compressed = opts.precision != "fp32"
@@ -185,8 +188,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             data_note = f"no held-out images to measure on ({exc})"
         extra = collect_images(opts.guard_images)
     calib = calibration_subset(bank_paths, opts.calibration_images, opts.seed) if opts.precision == "int8" else []
-    anomalies, anomaly_source = (guard_anomaly_set(info, opts, bank_paths) if compressed and bank_paths
-                                 else ([], ""))
+    with clock("guard anomalies"):
+        anomalies, anomaly_source = (guard_anomaly_set(info, opts, bank_paths) if compressed and bank_paths
+                                     else ([], ""))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -209,11 +213,13 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             attempts, ref_emb = [], None
             candidates = _int8_attempts(opts)
             for k, attempt_opts in enumerate(candidates):
-                main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
-                final = _backend(opts.target, tmp / main_file, opts.precision)
-                reference = _backend(opts.target, ref_graph, "fp32")
-                ref_emb = ref_emb if ref_emb is not None else embed_images(reference, pre, guard_set)
-                test_emb = embed_images(final, pre, guard_set)
+                with clock("graph and quantization"):
+                    main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
+                    final = _backend(opts.target, tmp / main_file, opts.precision)
+                    reference = _backend(opts.target, ref_graph, "fp32")
+                with clock("guard embeddings"):
+                    ref_emb = ref_emb if ref_emb is not None else embed_images(reference, pre, guard_set)
+                    test_emb = embed_images(final, pre, guard_set)
                 cosine = mean_cosine(ref_emb, test_emb, guard_regions)
                 if cosine < opts.guard.min_cosine and k + 1 < len(candidates):
                     # fails the cheapest tolerance: skip re-embedding the bank, try the next setting
@@ -222,12 +228,15 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                                                   f"--int8-min-cosine {opts.guard.min_cosine}"]})
                     continue
                 t1 = time.perf_counter()
-                final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
-                report, guard_embeddings = compare_pipelines(
-                    Pipeline(reference, bank, ExactIndex(bank), b),
-                    Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
-                    threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
-                    n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb))
+                with clock("bank re-embedding"):
+                    final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
+                with clock("guard scoring"):
+                    guard = compare_pipelines(
+                        Pipeline(reference, bank, ExactIndex(bank), b),
+                        Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
+                        threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
+                        n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb))
+                report = guard.report
                 problems = guard_failures(report, opts.guard)
                 attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
                                  "anomaly_auroc": report.get("anomaly_auroc")})
@@ -248,12 +257,17 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                     f"{len(extra)} --guard-images) in each of {len(attempts)} quantization setting(s): {tried}. "
                     f"No model dir written ({out_dir} left as it was); export FP32 (drop --int8) or loosen the "
                     f"tolerances named.")
-            embeddings = guard_embeddings[:len(goods)] + guard_embeddings[len(goods) + len(anomalies):]
+            embeddings = guard.embeddings[:len(goods)] + guard.embeddings[len(goods) + len(anomalies):]
+            # the goods' scores with this graph and bank, exact search, own rows excluded: the threshold's
+            guard_good_scores = guard.scores[:len(goods)]
         else:
-            main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
-            final = _backend(opts.target, tmp / main_file, opts.precision)
+            guard_good_scores = None
+            with clock("graph and quantization"):
+                main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, opts, calib)
+                final = _backend(opts.target, tmp / main_file, opts.precision)
             eval_paths = goods + extra
-            embeddings = embed_images(final, pre, eval_paths) if needs_images and eval_paths else []
+            with clock("measurement embeddings"):
+                embeddings = embed_images(final, pre, eval_paths) if needs_images and eval_paths else []
         for p in tmp.iterdir():               # only the final graph stays
             if p.name not in files:
                 p.unlink()
@@ -272,27 +286,30 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         np.save(tmp / "memory_bank.npy", stored_bank, allow_pickle=False)
         files.append("memory_bank.npy")
 
-        choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions)
-        if choice.kind == "hnsw":
-            choice.index.save(tmp / "index.hnsw")
-            files.append("index.hnsw")
+        with clock("index choice"):
+            choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions)
+            if choice.kind == "hnsw":
+                choice.index.save(tmp / "index.hnsw")
+                files.append("index.hnsw")
         exact = ExactIndex(used_bank)
         index = choice.index if choice.kind == "hnsw" else exact
         computed_with = {"precision": opts.precision, "index": choice.kind, "bank_dtype": opts.bank_dtype}
-        if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
-            # scored as the Inspector scores: HNSW, then the top patches again exactly
-            held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
-                                           refine_top=choice.report.get("refine_top", 16), region=r).image_score
-                           for e, r in zip(embeddings[:len(held)], regions)]
-            threshold = {**threshold_block(held_scores), "computed_with": computed_with}
-        elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
-            # leave-one-out (or the one image's shifted copies) with this graph and bank; exact search
-            # (HNSW's refined maximum equals it)
-            good_scores = [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
-                           for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
-            target = float(info["threshold"].get("target_false_alarm", 0.01))
-            rule = robust_good_threshold(good_scores, target, **({"method": ONE_IMAGE_METHOD} if copies else {}))
-            threshold = {**rule, "computed_with": computed_with}
+        with clock("threshold"):
+            if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
+                # scored as the Inspector scores: HNSW, then the top patches again exactly
+                held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
+                                               refine_top=choice.report.get("refine_top", 16), region=r).image_score
+                               for e, r in zip(embeddings[:len(held)], regions)]
+                threshold = {**threshold_block(held_scores), "computed_with": computed_with}
+            elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
+                # leave-one-out (or the one image's shifted copies) with this graph and bank; exact search
+                # (HNSW's refined maximum equals it)
+                good_scores = (guard_good_scores if guard_good_scores is not None and opts.bank_dtype == "float32"
+                               else [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
+                                     for e, r, x in zip(embeddings[:len(goods)], regions, excludes)])
+                target = float(info["threshold"].get("target_false_alarm", 0.01))
+                rule = robust_good_threshold(good_scores, target, **({"method": ONE_IMAGE_METHOD} if copies else {}))
+                threshold = {**rule, "computed_with": computed_with}
 
         graph = {"file": main_file, "format": opts.target, "precision": opts.precision, "input": "image",
                  "output": "embedding", "input_shape": [1, 3, *pre.input_hw],
@@ -320,6 +337,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             if key in info:
                 manifest[key] = info[key]
         manifest["export"]["seconds"] = round(time.perf_counter() - t0, 2)
+        manifest["export"]["stage_seconds"] = clock.seconds
         write_manifest(tmp, manifest)
         if out_dir.exists():
             shutil.rmtree(out_dir)

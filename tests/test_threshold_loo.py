@@ -77,9 +77,23 @@ def test_exports_of_a_leave_one_out_run_measure_and_threshold_on_its_bank_images
     assert m["quantization"]["guard"]["n_held_out_good"] == len(info["training"]["threshold_images"])
     assert m["threshold"]["method"] == "leave_one_image_out"
     assert m["threshold"]["computed_with"]["precision"] == "int8"
+    assert set(m["export"]["stage_seconds"]) >= {"graph and quantization", "bank re-embedding", "threshold"}
     inspector = Inspector(tmp_path / "int8")
-    goods = sorted((synthetic_category / "test" / "good").iterdir())
+    # the threshold is the rule on the INT8 dir's own leave-one-out scores, recomputed here from its files
+    from apc_edge.calibration.imagesets import threshold_image_indexes, training_images
+    from apc_edge.export.patchcore import own_rows
     from apc_edge.preprocess import load_image
+    bank_paths, _ = training_images(info["training"])
+    loo = threshold_image_indexes(info["training"], bank_paths)
+    bank = np.load(tmp_path / "int8" / "memory_bank.npy", allow_pickle=False)
+    ids = np.load(run / "coreset_ids.npy", allow_pickle=False)
+    grid = m["patch_grid"]
+    scores = [score_embedding(inspector.embed(load_image(bank_paths[j])), ExactIndex(bank),
+                              bank, m["scoring"]["num_neighbours"], exclude=rows).image_score
+              for j, rows in zip(loo, own_rows(ids, loo, grid))]
+    want = robust_good_threshold(scores, m["threshold"]["target_false_alarm"])["value"]
+    assert m["threshold"]["value"] == pytest.approx(want, rel=1e-5)
+    goods = sorted((synthetic_category / "test" / "good").iterdir())
     assert all(not inspector.check(load_image(p)).is_anomalous for p in goods)
     h = export_model(run, tmp_path / "hnsw", options=ExportOptions(index="hnsw"))
     assert h["index"]["type"] == "hnsw"
