@@ -41,7 +41,7 @@ import numpy as np
 from .calibration.imagesets import collect_images
 from .calibration.thresholds import robust_good_threshold
 from .coreset import extend_coreset
-from .index import ExactIndex, HnswIndex
+from .index import ExactIndex, HnswIndex, found_nearest
 from .inspector import Inspector
 from .manifest import MANIFEST_NAME, write_manifest
 from .preprocess import load_image
@@ -148,7 +148,8 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
                                 inspector.refine_top) for p, c, _ in items]
         truth = [score_patches(p, inspector.patch_grid, exact, new_bank, inspector.num_neighbours, c)
                  for p, c, _ in items]
-        recall = float(np.mean(np.concatenate([a.nearest_ids == t.nearest_ids for a, t in zip(approx, truth)])))
+        recall = float(np.mean(np.concatenate([found_nearest(a.nearest_ids, a.nearest, t.nearest_ids, t.nearest)
+                                               for a, t in zip(approx, truth)])))
         change = max(abs(a.image_score - t.image_score) / max(abs(t.image_score), 1e-12) for a, t in zip(approx, truth))
         measured = {"recall_at_1": recall, "image_score_max_rel_change": change, "n_images": len(items)}
         if recall >= MIN_RECALL and change <= MAX_SCORE_CHANGE:

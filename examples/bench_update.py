@@ -50,6 +50,10 @@ def main() -> None:
                   f"(+{r['rows_added']}), index {r['index']['type']}, threshold {r['threshold']['value']:.4f}"
                   f"{' (raised)' if 'raised_from' in r['threshold'] else ''}, load {load:.2f} -> {os.getloadavg()[0]:.2f}",
                   flush=True)
+            measured = r["index"].get("measured_after_update")
+            if measured:
+                print(f"  index check on the new images: recall@1 {measured['recall_at_1']:.4f}, image-score change "
+                      f"{measured['image_score_max_rel_change']:.5f}", flush=True)
             shutil.rmtree(Path(tmp) / "model_v2", ignore_errors=True)
 
 

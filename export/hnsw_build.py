@@ -15,11 +15,11 @@ Example::
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
+from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex, found_nearest
 from apc_edge.scoring import region_patches, score_patches
 
 INDEX_MODES = ("exact", "hnsw", "auto")
@@ -54,25 +54,29 @@ class _SearchPass:
     ids: np.ndarray           # its bank row
     search_ids: np.ndarray    # the index's own rows, before refinement
     scores: np.ndarray        # Eq. 7 image score per image
-    ms_per_image: float       # median search time per image (index + refinement)
+    per_image_ms: np.ndarray  # search time per image (index + refinement)
     refined_per_image: float  # patches searched again exactly, on average
+
+    @property
+    def ms_per_image(self) -> float:
+        return float(np.median(self.per_image_ms))
+
+    def retimed(self, other: "_SearchPass") -> "_SearchPass":
+        """This pass with each image's time the better of this pass's and ``other``'s."""
+        return replace(self, per_image_ms=np.minimum(self.per_image_ms, other.per_image_ms))
 
 
 def _search_all(index: NeighbourIndex, patch_sets: list[tuple], grid, bank, b: int,
-                exact: ExactIndex | None = None, refine_top: int = REFINE_TOP, repeats: int = 2) -> _SearchPass:
-    """Score every image (``patch_sets``: (patches, cells) pairs) with ``score_patches``, ``repeats`` times."""
-    passes = [[score_patches(patches, grid, index, bank, b, cells, exact, refine_top) for patches, cells in patch_sets]
-              for _ in range(repeats)]
-    # repeats interleave with other work on a shared machine: take the better pass per image
-    per_image = np.min([[s.timings["search"] for s in one] for one in passes], axis=0)
-    first = passes[0]
-    return _SearchPass(np.concatenate([s.nearest for s in first]), np.concatenate([s.nearest_ids for s in first]),
-                       np.concatenate([s.search_ids for s in first]), np.array([s.image_score for s in first]),
-                       float(np.median(per_image)), float(np.mean([s.refined for s in first])))
+                exact: ExactIndex | None = None, refine_top: int = REFINE_TOP) -> _SearchPass:
+    """Score every image (``patch_sets``: (patches, cells) pairs) once with ``score_patches``."""
+    done = [score_patches(patches, grid, index, bank, b, cells, exact, refine_top) for patches, cells in patch_sets]
+    return _SearchPass(np.concatenate([s.nearest for s in done]), np.concatenate([s.nearest_ids for s in done]),
+                       np.concatenate([s.search_ids for s in done]), np.array([s.image_score for s in done]),
+                       np.array([s.timings["search"] for s in done]), float(np.mean([s.refined for s in done])))
 
 
 def _accuracy(exact: _SearchPass, approx: _SearchPass) -> dict:
-    same = (approx.ids == exact.ids) | np.isclose(approx.dists, exact.dists, rtol=1e-6, atol=1e-7)
+    same = found_nearest(approx.ids, approx.dists, exact.ids, exact.dists)
     same_raw = approx.search_ids == exact.ids
     # relative to the distance, but never to less than a tenth of the median one: patches that nearly equal a
     # bank row have distances near zero, where float rounding alone makes any ratio explode
@@ -107,6 +111,8 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
         embeddings, regions = [embeddings[i] for i in pick], [regions[i] for i in pick]
     patch_sets = [region_patches(e, r) for e, r in zip(embeddings, regions)]
     exact_index = ExactIndex(bank)
+    # one pass each: exact search is the sweep's costliest part (a bottle bank: 0.45 s an image); an HNSW
+    # setting is timed again only once it meets the targets, since only those compete on speed
     exact = _search_all(exact_index, patch_sets, grid, bank, num_neighbours)
     rows, best = [], None
     for m in m_grid:
@@ -116,10 +122,14 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
         for ef in ef_grid:
             index.ef = ef
             approx = _search_all(index, patch_sets, grid, bank, num_neighbours, exact_index, refine_top)
+            accuracy = _accuracy(exact, approx)
+            meets = (accuracy["recall_at_1"] >= targets.min_recall
+                     and accuracy["image_score_max_rel_change"] <= targets.max_score_change)
+            if meets:       # a shared machine's noise: the better of two passes per image
+                approx = approx.retimed(_search_all(index, patch_sets, grid, bank, num_neighbours, exact_index,
+                                                    refine_top))
             row = {"M": m, "ef_construction": ef_construction, "ef": ef, "build_s": round(build_s, 2),
-                   "search_ms_per_image": round(approx.ms_per_image, 3), **_accuracy(exact, approx)}
-            row["meets_targets"] = (row["recall_at_1"] >= targets.min_recall
-                                    and row["image_score_max_rel_change"] <= targets.max_score_change)
+                   "search_ms_per_image": round(approx.ms_per_image, 3), **accuracy, "meets_targets": meets}
             rows.append(row)
             if row["meets_targets"]:
                 if best is None or row["search_ms_per_image"] < best[0]["search_ms_per_image"]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from apc_edge.index import ExactIndex
+from apc_edge.index import ExactIndex, found_nearest
 from apc_edge.scoring import ScoreNormalizer, eq7_weight, score_embedding, smooth_map
 
 
@@ -39,6 +39,13 @@ def test_exact_index_many_queries_take_the_one_product_path_and_match_brute_forc
     few_d, few_ids = ExactIndex(bank, chunk=chunk).search(q[:40], k, exclude=exclude)   # the other path
     np.testing.assert_allclose(d_x[:40], few_d, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(ids_x[:40], few_ids)
+
+
+def test_found_nearest_counts_a_tie_between_duplicate_rows_and_not_a_farther_row():
+    bank = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]], np.float32)     # rows 0 and 1 are duplicates
+    true_d, true_ids = ExactIndex(bank).search(np.array([[0.0, 0.0], [0.0, 0.0]], np.float32), k=1)
+    found = found_nearest(np.array([1, 2]), np.array([0.0, 5.0]), true_ids[:, 0], true_d[:, 0])
+    assert found.tolist() == [True, False]
 
 
 def test_exact_index_rejects_empty_bank():
