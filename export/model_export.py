@@ -210,6 +210,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             guard_set = goods + anomalies + extra
             guard_regions = regions[:len(goods)] + patch_regions(pre, anomalies, grid, part_only) + regions[len(goods):]
             guard_excludes = excludes[:len(goods)] + [None] * len(anomalies) + excludes[len(goods):]
+            known = training_loo_scores(info, loo) if not (held or copies) else None
+            guard_known = (known or [None] * len(goods)) + [None] * (len(anomalies) + len(extra))
             attempts, ref_emb = [], None
             candidates = _int8_attempts(opts)
             for k, attempt_opts in enumerate(candidates):
@@ -235,7 +237,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                         Pipeline(reference, bank, ExactIndex(bank), b),
                         Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
                         threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
-                        n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb))
+                        n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb),
+                        reference_scores=guard_known)
                 report = guard.report
                 problems = guard_failures(report, opts.guard)
                 attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
@@ -346,6 +349,16 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def training_loo_scores(info: dict, loo: list[int]) -> list[float] | None:
+    """The FP32 leave-one-out scores the training run computed for its threshold, one per image of ``loo``
+    (the same images, in the same order), or ``None`` when the run did not threshold that way. Within a few
+    millionths of the export's own FP32 graph's scores on magnetic_tile."""
+    scores = info.get("holdout_scores") or []
+    if info["threshold"].get("method") != "leave_one_image_out" or not loo or len(scores) != len(loo):
+        return None
+    return [float(s) for s in scores]
 
 
 def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -> tuple[list, str]:

@@ -1,5 +1,6 @@
 """Every good image in the bank: leave-one-out scores set the threshold, refused when they cannot."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -124,3 +125,21 @@ def test_one_good_image_gives_a_low_threshold_from_shifted_copies(tmp_path, synt
     frame = load_image(first)
     copies = shifted_copies(frame, (160, 160), 8)
     assert len(copies) == 8 and all(c.shape == frame.shape and not np.array_equal(c, frame) for c in copies)
+
+
+def test_int8_guard_reuses_the_runs_leave_one_out_scores_only_when_one_recomputed_agrees(loo_run, tmp_path):
+    """The guard's FP32 scores of the leave-one-out goods are the run's own; stale ones (images changed since,
+    here the stored scores doubled) are recomputed, so the guard never compares against numbers that are wrong."""
+    run, info = loo_run
+    opts = ExportOptions(precision="int8", index="exact", calibration_images=6)
+    stored = info["holdout_scores"]
+    m = export_model(run, tmp_path / "int8", options=opts)
+    reference = m["quantization"]["guard"]["scores"]["reference"][:len(stored)]
+    assert reference == pytest.approx(stored, rel=1e-5)
+    stale = tmp_path / "stale_run"
+    shutil.copytree(run, stale)
+    doubled = json.loads((stale / "run.json").read_text())
+    doubled["holdout_scores"] = [2.0 * s for s in stored]
+    (stale / "run.json").write_text(json.dumps(doubled))
+    again = export_model(stale, tmp_path / "int8_stale", options=opts)
+    assert again["quantization"]["guard"]["scores"]["reference"][:len(stored)] == pytest.approx(stored, rel=1e-5)
