@@ -117,9 +117,12 @@ def _backend(target: str, path: Path, precision: str) -> Backend:
 
 
 def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> tuple[str, list[str], Path, dict]:
-    """Write the final graph into ``tmp``; return (main file, files, FP32 reference graph path, quantization info)."""
+    """Write the final graph into ``tmp``; return (main file, files, FP32 reference graph path, quantization info).
+
+    The FP32 graphs written by an earlier call into the same ``tmp`` (an earlier INT8 setting) are reused."""
     onnx_fp32 = tmp / "fp32.onnx"
-    export_onnx(embedder, pre.input_hw, onnx_fp32)
+    if not onnx_fp32.is_file():
+        export_onnx(embedder, pre.input_hw, onnx_fp32)
     main_file, files = graph_files(opts.target)
     ref = onnx_fp32
     info: dict = {}
@@ -129,7 +132,8 @@ def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> 
             ref = tmp / main_file
         else:
             ref = tmp / "fp32.xml"
-            onnx_to_openvino(onnx_fp32, ref)
+            if not ref.is_file():
+                onnx_to_openvino(onnx_fp32, ref)
             if opts.precision == "fp16":
                 onnx_to_openvino(onnx_fp32, tmp / main_file, compress_to_fp16=True)
                 info = {"method": "OpenVINO FP16 weight compression (save_model compress_to_fp16)"}
