@@ -16,7 +16,8 @@ far less is computed:
   nearest centre and the number of centres it has been compared with. A patch
   whose bound is below a distance some patch is known to have cannot be the
   next pick, so it is compared with the new centres only when the greedy's
-  radius has come down to its bound (then with all it missed, in one product).
+  radius has come down to its bound (then with all it missed, in blocks of
+  rows that have seen about as many centres).
   On 1.34 M magnetic_tile patches at 40 000 picks this computes 53 % of the
   patch-centre distances.
 * **One product per block.** Each row is stored with a trailing 1 and each
