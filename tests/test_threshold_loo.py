@@ -79,6 +79,9 @@ def test_exports_of_a_leave_one_out_run_measure_and_threshold_on_its_bank_images
     assert m["threshold"]["method"] == "leave_one_image_out"
     assert m["threshold"]["computed_with"]["precision"] == "int8"
     assert set(m["export"]["stage_seconds"]) >= {"graph and quantization", "bank re-embedding", "threshold"}
+    # the guard's FP32 scores of these goods are the run's own leave-one-out scores
+    stored = info["holdout_scores"]
+    assert m["quantization"]["guard"]["scores"]["reference"][:len(stored)] == pytest.approx(stored, rel=1e-5)
     inspector = Inspector(tmp_path / "int8")
     # the threshold is the rule on the INT8 dir's own leave-one-out scores, recomputed here from its files
     from apc_edge.calibration.imagesets import threshold_image_indexes, training_images
@@ -127,19 +130,16 @@ def test_one_good_image_gives_a_low_threshold_from_shifted_copies(tmp_path, synt
     assert len(copies) == 8 and all(c.shape == frame.shape and not np.array_equal(c, frame) for c in copies)
 
 
-def test_int8_guard_reuses_the_runs_leave_one_out_scores_only_when_one_recomputed_agrees(loo_run, tmp_path):
-    """The guard's FP32 scores of the leave-one-out goods are the run's own; stale ones (images changed since,
-    here the stored scores doubled) are recomputed, so the guard never compares against numbers that are wrong."""
+def test_int8_guard_recomputes_stale_leave_one_out_scores_of_the_run(loo_run, tmp_path):
+    """Stored scores that no longer hold (images changed since; here the stored scores doubled) are recomputed,
+    so the guard never compares against numbers that are wrong."""
     run, info = loo_run
-    opts = ExportOptions(precision="int8", index="exact", calibration_images=6)
     stored = info["holdout_scores"]
-    m = export_model(run, tmp_path / "int8", options=opts)
-    reference = m["quantization"]["guard"]["scores"]["reference"][:len(stored)]
-    assert reference == pytest.approx(stored, rel=1e-5)
     stale = tmp_path / "stale_run"
     shutil.copytree(run, stale)
     doubled = json.loads((stale / "run.json").read_text())
     doubled["holdout_scores"] = [2.0 * s for s in stored]
     (stale / "run.json").write_text(json.dumps(doubled))
-    again = export_model(stale, tmp_path / "int8_stale", options=opts)
-    assert again["quantization"]["guard"]["scores"]["reference"][:len(stored)] == pytest.approx(stored, rel=1e-5)
+    m = export_model(stale, tmp_path / "int8_stale",
+                     options=ExportOptions(precision="int8", index="exact", calibration_images=6))
+    assert m["quantization"]["guard"]["scores"]["reference"][:len(stored)] == pytest.approx(stored, rel=1e-5)
