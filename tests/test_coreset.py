@@ -71,6 +71,26 @@ def test_batched_coreset_makes_the_textbook_greedy_picks(seed):
     assert covering_radius(pts, ids) == pytest.approx(covering_radius(pts, ref), rel=1e-5)
 
 
+@pytest.mark.parametrize("max_work", [0.0, 1.0])
+def test_pruned_and_lazy_updates_both_make_the_textbook_picks(monkeypatch, max_work):
+    """0.0: the cluster pruning is left for lazy updates at the first check; 1.0: it is kept to the end."""
+    from apc_edge import coreset
+
+    monkeypatch.setattr(coreset, "PRUNE_MAX_WORK", max_work)
+    monkeypatch.setattr(coreset, "PATCHES_PER_CLUSTER", 256)         # 32 clusters of the 8000 rows
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((40, 16)) * 8
+    pts = (centres[rng.integers(40, size=8000)] + rng.standard_normal((8000, 16)) * 0.5).astype(np.float32)
+    pruning = []
+    add = coreset._LazyDistances.add
+    monkeypatch.setattr(coreset._LazyDistances, "add", lambda self, rows: (add(self, rows), pruning.append(self.pruning)))
+    ids = greedy_coreset(pts, size=800, progress=False)
+    ref = textbook_greedy(pts, 800)
+    assert set(ids.tolist()) == set(ref.tolist())
+    assert all(pruning) == (max_work == 1.0) and pruning[0]
+    assert covering_radius(pts, ids) == pytest.approx(covering_radius(pts, ref), rel=1e-5)
+
+
 def test_covering_radius_is_the_largest_distance_to_a_pick():
     pts = np.array([[0, 0], [1, 0], [0, 3], [10, 0]], np.float32)
     assert covering_radius(pts, np.array([0, 3])) == pytest.approx(3.0)
