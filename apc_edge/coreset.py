@@ -21,8 +21,9 @@ far less is computed:
   often concentrate: on magnetic_tile the pruned updates still computed 75-88 %
   of the distances. When, after 1 % of the picks (and each 1 % after), the
   pruning has computed more than half of the distances, the rows switch to
-  lazy bounds: each keeps an upper bound of its distance to the nearest
-  centre and the number of centres it has been compared with. A row whose
+  lazy bounds; a greedy over a sample of 65 536 rows first decides whether to
+  cluster at all. Each row keeps an upper bound of its distance to the
+  nearest centre and the number of centres it has been compared with. A row whose
   bound is below a distance some row is known to have cannot be the next
   pick, so it is compared with the new centres only when the greedy's radius
   has come down to its bound (then with all it missed, in blocks of rows
@@ -56,6 +57,8 @@ FIRST_BATCH = 256              # candidates per batch at the start; doubled or h
 PATCHES_PER_CLUSTER = 2048     # k-means cluster size for pruning
 PRUNE_CHECK_PICKS = 0.01       # after this share of the picks, judge the pruning ...
 PRUNE_MAX_WORK = 0.5           # ... and leave it for lazy updates if it still computes this share of distances
+PRUNE_SAMPLE = 65536           # rows of the sample that decides whether to cluster the features at all,
+SAMPLE_ROWS_PER_CLUSTER = 512  # in clusters this size (of 2048, its 32 clusters were too coarse to judge by)
 _SLACK = 1.0002                # float32 rounding margin on pruning tests: prune less, never more
 ROW_CHUNK = 8192               # rows per distance block
 CENTRE_CHUNK = 2048            # centres per distance block: the temporary is at most 64 MB
@@ -107,31 +110,37 @@ class _LazyDistances:
     the rows compared with every centre so far (``seen == k``). Rows are stored cluster by cluster
     (``order`` maps a stored row to the caller's)."""
 
-    def __init__(self, z: np.ndarray, max_centres: int, bound: np.ndarray | None = None, seed: int = 0):
+    def __init__(self, z: np.ndarray, max_centres: int, bound: np.ndarray | None = None, seed: int = 0,
+                 prune: bool = True, rows_per_cluster: int = PATCHES_PER_CLUSTER):
         n, d = z.shape
-        labels, centroids = kmeans_labels(z, int(np.clip(n // PATCHES_PER_CLUSTER, 1, 4096)), seed)
-        self.order = np.argsort(labels, kind="stable")
-        labels = labels[self.order]
-        used = np.unique(labels)
-        self.starts, self.ends = np.searchsorted(labels, used), np.searchsorted(labels, used, "right")
-        self.centroids = np.ascontiguousarray(centroids[used])
         self.augmented = np.empty((n, d + 1), np.float32)      # [p, 1]
-        self.augmented[:, :-1] = z[self.order]
         self.augmented[:, -1] = 1.0
+        if prune:
+            labels, centroids = kmeans_labels(z, int(np.clip(n // rows_per_cluster, 1, 4096)), seed)
+            self.order = np.argsort(labels, kind="stable")
+            labels = labels[self.order]
+            used = np.unique(labels)
+            self.starts, self.ends = np.searchsorted(labels, used), np.searchsorted(labels, used, "right")
+            self.centroids = np.ascontiguousarray(centroids[used])
+            self.augmented[:, :-1] = z[self.order]
+        else:
+            self.order = np.arange(n)
+            self.augmented[:, :-1] = z
         self.points = self.augmented[:, :-1]
         self.sq = _squared_norms(self.points)
-        member_of = np.repeat(np.arange(len(used)), self.ends - self.starts)
-        to_centroid = self.sq - 2.0 * np.einsum("ij,ij->i", self.points, self.centroids[member_of]) \
-            + _squared_norms(self.centroids)[member_of]
-        self.member_r = (np.sqrt(np.maximum(to_centroid, 0.0)) * _SLACK + 1e-5).astype(np.float32)
-        self.cluster_r = np.maximum.reduceat(self.member_r, self.starts)
         self.centres = np.empty((max_centres, d + 1), np.float32)   # [-2c, |c|^2]
         self.k = 0
         self.bound = np.full(n, np.inf, np.float32) if bound is None else np.array(bound, np.float32)[self.order]
-        self.cluster_max = np.maximum.reduceat(self.bound, self.starts)
         self.seen = np.zeros(n, np.int64)
+        if prune:
+            member_of = np.repeat(np.arange(len(used)), self.ends - self.starts)
+            to_centroid = self.sq - 2.0 * np.einsum("ij,ij->i", self.points, self.centroids[member_of]) \
+                + _squared_norms(self.centroids)[member_of]
+            self.member_r = (np.sqrt(np.maximum(to_centroid, 0.0)) * _SLACK + 1e-5).astype(np.float32)
+            self.cluster_r = np.maximum.reduceat(self.member_r, self.starts)
+            self.cluster_max = np.maximum.reduceat(self.bound, self.starts)
         # pruning until it is seen to compute most distances anyway, then lazy updates
-        self.pruning = True
+        self.pruning = prune
         self.check_every = max(FIRST_BATCH, int(np.ceil(PRUNE_CHECK_PICKS * max_centres)))
         self.next_check, self.work, self.pairs = self.check_every, 0, 0
 
@@ -265,20 +274,43 @@ def greedy_coreset(features: np.ndarray, ratio: float = 0.1, proj_dim: int = 128
     size = max(1, min(size, n))
     if size == n:
         return np.arange(n)
-    state = _LazyDistances(random_projection(features, proj_dim, seed), size, seed=seed)
+    z = random_projection(features, proj_dim, seed)
+    state = _LazyDistances(z, size, seed=seed, prune=_pruning_pays(z, size, seed))
     stored = np.empty(n, np.int64)
     stored[state.order] = np.arange(n)
-    chosen = [int(stored[np.random.default_rng(seed).integers(n)])]
+    with Progress(size, "coreset") if progress else contextlib.nullcontext() as bar:
+        chosen = _run_greedy(state, int(stored[np.random.default_rng(seed).integers(n)]), size, bar)
+    return state.order[chosen]
+
+
+def _run_greedy(state: _LazyDistances, first: int, size: int, bar=None) -> np.ndarray:
+    """The greedy's picks (stored rows of ``state``), ``first`` first, until there are ``size``."""
+    chosen = [first]
     state.add(np.array(chosen))
     floor, candidates = -np.inf, FIRST_BATCH
-    with Progress(size, "coreset") if progress else contextlib.nullcontext() as bar:
-        while len(chosen) < size:
-            batch, floor = state.next_batch(floor, candidates, size - len(chosen))
-            chosen += batch.tolist()
-            if bar:
-                bar.update(len(batch))
-            candidates = _next_candidates(candidates, len(batch))
-    return state.order[np.array(chosen, np.int64)]
+    while len(chosen) < size:
+        batch, floor = state.next_batch(floor, candidates, size - len(chosen))
+        chosen += batch.tolist()
+        if bar:
+            bar.update(len(batch))
+        candidates = _next_candidates(candidates, len(batch))
+    return np.array(chosen, np.int64)
+
+
+def _pruning_pays(z: np.ndarray, size: int, seed: int) -> bool:
+    """Whether cluster pruning is worth clustering all of ``z``: judged by the greedy over a random sample of
+    ``PRUNE_SAMPLE`` rows with as large a share of picks, which starts pruned and keeps it only while it
+    pays. (Clustering magnetic_tile's 1.34 M rows and the pruned picks before the switch cost 15 s; the
+    sample about 1 s. Either way the picks are the same: only the time differs.)"""
+    n = len(z)
+    if n <= PRUNE_SAMPLE:
+        return True          # the run's own check decides, cheaply
+    rng = np.random.default_rng(seed)
+    sample = np.ascontiguousarray(z[np.sort(rng.choice(n, PRUNE_SAMPLE, replace=False))])
+    picks = max(2, int(round(size * PRUNE_SAMPLE / n)))
+    state = _LazyDistances(sample, picks, seed=seed, rows_per_cluster=SAMPLE_ROWS_PER_CLUSTER)
+    _run_greedy(state, int(rng.integers(PRUNE_SAMPLE)), picks)
+    return state.pruning
 
 
 def extend_coreset(features: np.ndarray, nearest_sq: np.ndarray, radius: float, limit: int) -> np.ndarray:

@@ -91,6 +91,21 @@ def test_pruned_and_lazy_updates_both_make_the_textbook_picks(monkeypatch, max_w
     assert covering_radius(pts, ids) == pytest.approx(covering_radius(pts, ref), rel=1e-5)
 
 
+def test_a_sample_decides_whether_to_cluster_at_all(monkeypatch):
+    from apc_edge import coreset
+
+    monkeypatch.setattr(coreset, "PRUNE_SAMPLE", 4096)
+    monkeypatch.setattr(coreset, "SAMPLE_ROWS_PER_CLUSTER", 64)
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((20, 16)) * 10
+    tight = (centres[rng.integers(20, size=20000)] + rng.standard_normal((20000, 16)) * 0.3).astype(np.float32)
+    spread = rng.standard_normal((20000, 64)).astype(np.float32)       # distances concentrate: nothing to prune
+    assert coreset._pruning_pays(tight, 2000, seed=0)
+    assert not coreset._pruning_pays(spread, 2000, seed=0)
+    ids = greedy_coreset(spread, size=300, proj_dim=128, progress=False)     # the lazy path from the start
+    assert set(ids.tolist()) == set(textbook_greedy(spread, 300).tolist())
+
+
 def test_covering_radius_is_the_largest_distance_to_a_pick():
     pts = np.array([[0, 0], [1, 0], [0, 3], [10, 0]], np.float32)
     assert covering_radius(pts, np.array([0, 3])) == pytest.approx(3.0)
