@@ -214,7 +214,7 @@ class _LazyDistances:
             self.bound[r] = np.minimum(self.bound[r], nearest)
         self.seen[rows] = self.k
 
-    def next_batch(self, floor: float, candidates: int, limit: int, stop_at: float = -1.0) -> tuple[np.ndarray, float]:
+    def next_batch(self, floor: float, candidates: int, limit: int, stop_at: float = 0.0) -> tuple[np.ndarray, float]:
         """Up to ``limit`` next greedy picks, exactly as one-at-a-time greedy would choose them, none whose
         squared distance is ``stop_at`` or less; and the new ``floor``. ``floor``: a squared distance some
         row is known to have (the next pick is at least that far)."""
@@ -259,7 +259,8 @@ def _next_candidates(candidates: int, used: int) -> int:
 
 def greedy_coreset(features: np.ndarray, ratio: float = 0.1, proj_dim: int = 128, seed: int = 0,
                    size: int | None = None, progress: bool = True) -> np.ndarray:
-    """Indices of a k-center coreset of ``features`` (N, D) with ``ceil(ratio*N)`` (or ``size``) points.
+    """Indices of a k-center coreset of ``features`` (N, D) with ``ceil(ratio*N)`` (or ``size``) points,
+    fewer only when every other row is a copy of a pick (each index appears once).
 
     The first pick is random (``seed``); each next one is the patch farthest from
     the picks so far, in the projected space.
@@ -290,6 +291,8 @@ def _run_greedy(state: _LazyDistances, first: int, size: int, bar=None) -> np.nd
     floor, candidates = -np.inf, FIRST_BATCH
     while len(chosen) < size:
         batch, floor = state.next_batch(floor, candidates, size - len(chosen))
+        if not batch.size:        # every row is a copy of a pick: covered, and nothing left to add
+            break
         chosen += batch.tolist()
         if bar:
             bar.update(len(batch))

@@ -106,6 +106,14 @@ def test_a_sample_decides_whether_to_cluster_at_all(monkeypatch):
     assert set(ids.tolist()) == set(textbook_greedy(spread, 300).tolist())
 
 
+def test_copies_of_picks_are_never_picked_again():
+    pts = np.repeat(np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32), 100, axis=0)
+    ids = greedy_coreset(pts, size=10, progress=False)
+    assert len(set(ids.tolist())) == len(ids) >= 3                 # no index twice
+    assert covering_radius(pts, ids) < 1e-2                        # float rounding of |p|^2 - 2pc + |c|^2
+    assert greedy_coreset(np.ones((500, 8), np.float32), size=10, progress=False).size == 1
+
+
 def test_covering_radius_is_the_largest_distance_to_a_pick():
     pts = np.array([[0, 0], [1, 0], [0, 3], [10, 0]], np.float32)
     assert covering_radius(pts, np.array([0, 3])) == pytest.approx(3.0)
