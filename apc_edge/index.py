@@ -83,7 +83,10 @@ class ExactIndex(NeighbourIndex):
     def __init__(self, bank: np.ndarray, chunk: int | None = None):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"memory bank must be a non-empty (N, D) array, got shape {bank.shape}")
-        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        bank = np.asarray(bank, dtype=np.float32)
+        # kept as given when contiguous either way: a column-major bank (the Inspector's with HNSW) makes each
+        # block of rows a contiguous (D, rows) operand, faster for the few queries of a refinement
+        self.bank = bank if bank.flags.c_contiguous or bank.flags.f_contiguous else np.ascontiguousarray(bank)
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
         self.chunk = int(chunk or self.BANK_CHUNK)
         self._augmented: np.ndarray | None = None

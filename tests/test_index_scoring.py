@@ -90,3 +90,13 @@ def test_normalizer_puts_threshold_at_half():
     assert n(1.0) == pytest.approx(0.0) and n(3.0) == pytest.approx(1.0)
     assert n(100.0) == 1.0 and n(-5.0) == 0.0
     assert n.with_threshold(2.5)(2.5) == pytest.approx(0.5)
+
+
+def test_exact_search_keeps_a_column_major_bank_and_finds_the_same_rows():
+    rng = np.random.default_rng(11)
+    bank = rng.standard_normal((9000, 32)).astype(np.float32)
+    queries = rng.standard_normal((20, 32)).astype(np.float32)
+    by_rows, by_columns = ExactIndex(bank), ExactIndex(np.asfortranarray(bank))
+    assert by_columns.bank.flags.f_contiguous                     # no row-major copy made
+    (d_r, i_r), (d_c, i_c) = by_rows.search(queries, k=3), by_columns.search(queries, k=3)
+    assert np.array_equal(i_r, i_c) and np.allclose(d_r, d_c, rtol=1e-5)
