@@ -107,8 +107,8 @@ def kmeans_labels(x: np.ndarray, n_clusters: int, seed: int, iterations: int = 4
 
 class _LazyDistances:
     """Each row's squared distance to its nearest centre, as an upper bound (``bound``) that is exact for
-    the rows compared with every centre so far (``seen == k``). Rows are stored cluster by cluster
-    (``order`` maps a stored row to the caller's)."""
+    the rows compared with every centre so far (``seen == k``; while ``pruning``, every row). Rows are
+    stored cluster by cluster (``order`` maps a stored row to the caller's)."""
 
     def __init__(self, z: np.ndarray, max_centres: int, bound: np.ndarray | None = None, seed: int = 0,
                  prune: bool = True, rows_per_cluster: int = PATCHES_PER_CLUSTER):
@@ -153,11 +153,11 @@ class _LazyDistances:
         self.k = end
         self.bound[rows] = 0.0
         self.seen[rows] = end
-        if self.pruning:
-            self.seen[:] = end
-            if end >= self.next_check:
-                self.pruning = self.work <= PRUNE_MAX_WORK * self.pairs
-                self.next_check, self.work, self.pairs = end + self.check_every, 0, 0
+        if self.pruning and end >= self.next_check:
+            self.pruning = self.work <= PRUNE_MAX_WORK * self.pairs
+            self.next_check, self.work, self.pairs = end + self.check_every, 0, 0
+            if not self.pruning:
+                self.seen[:] = end        # the pruned updates left every bound exact
 
     def _update_pruned(self, rows: np.ndarray, centres: np.ndarray) -> None:
         """Lower every row's bound by its distances to the new centres (stored rows ``rows``), skipping the
@@ -178,18 +178,22 @@ class _LazyDistances:
                                    > closest)
             if reach.size * 2 < hi - lo:       # few rows reachable: gather those
                 blocks = [lo + reach[i:i + ROW_CHUNK] for i in range(0, reach.size, ROW_CHUNK)]
+                self.work += reach.size * len(near)
             else:
                 blocks = [slice(a, min(hi, a + ROW_CHUNK)) for a in range(lo, hi, ROW_CHUNK)]
+                self.work += (hi - lo) * len(near)
             for r in blocks:
                 nearest = (self.augmented[r] @ near.T).min(axis=1)
                 nearest += self.sq[r]
                 self.bound[r] = np.minimum(self.bound[r], nearest)
-            self.work += (reach.size if reach.size * 2 < hi - lo else hi - lo) * len(near)
             self.bound[rows[(rows >= lo) & (rows < hi)]] = 0.0
             self.cluster_max[cluster] = self.bound[lo:hi].max()
 
     def refresh(self, rows: np.ndarray) -> None:
-        """Make ``bound`` exact for ``rows``: compare each with the centres it has not seen yet."""
+        """Make ``bound`` exact for ``rows``: compare each with the centres it has not seen yet (nothing to do
+        while pruning: the pruned updates keep every bound exact)."""
+        if self.pruning:
+            return
         rows = rows[self.seen[rows] < self.k]
         if not rows.size:
             return
