@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import asdict, dataclass, replace
 
 # OpenBLAS builds name their setter differently (numpy's wheels bundle a prefixed 64-bit-integer build)
@@ -125,3 +126,26 @@ def apply_thread_plan(plan: ThreadPlan) -> dict:
     cv2.setNumThreads(plan.opencv)
     _blas_call(_BLAS_SETTERS, plan.blas or 1)
     return {"blas": blas_threads(), "opencv": cv2.getNumThreads()}
+
+
+BACKGROUND_NICENESS = 10   # background threads' nice offset: about a tenth of a core's share when the cores are busy
+
+
+def lower_this_thread_priority(niceness: int = BACKGROUND_NICENESS) -> bool:
+    """Give the calling thread a lower CPU priority than the checks (Linux: a thread's own nice value), so
+    that background work (the NG overlay writer's PNG encoding) runs on idle cycles instead of taking a core
+    from ``check()``. Threads of one process share their scheduling group, so this holds where a process's
+    nice value would not. Returns False where the OS does not allow it; nothing else changes.
+
+    Example::
+
+        threading.Thread(target=lambda: (lower_this_thread_priority(), write_all())).start()
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(niceness)))
+    except OSError:
+        return False
+    return True

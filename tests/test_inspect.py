@@ -93,6 +93,7 @@ def test_camera_software_trigger_every_frame_judged(emu, model_dir_openvino, fra
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["frames"], summary["ng"], summary["errors"], summary["dropped"]) == (8, len(ng), 0, 0)
     assert summary["lanes"][0]["ng_images"] == len(ng) and summary["ok"]
+    assert summary["lanes"][0]["overlay_priority"] == "background"      # a live source: checks come first
 
     # a second run appends to the same log; the first run's lines stay as they were
     assert main(camera_args(model_dir_openvino, frames_dir, out, "--max-frames", "2")) == 0
@@ -248,6 +249,7 @@ def test_every_frame_ng_with_low_threshold_writes_every_overlay(model_dir_openvi
     recs = lines(out / "verdicts.jsonl")
     assert [r["verdict"] for r in recs] == ["NG"] * 6 and all(r["threshold"] == pytest.approx(1e-6) for r in recs)
     assert len(list(overlay_files(out))) == 4 == sum("overlay" in r for r in recs)
+    assert json.loads((out / "summary.json").read_text())["lanes"][0]["overlay_priority"] == "normal"   # a replay
 
 
 # -- process-level behaviour: kill -9, signals ----------------------------------------

@@ -43,3 +43,47 @@ def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
     assert Inspector(model_dir_openvino, threads=None).threads == {"plan": None}
     with pytest.raises(ValueError, match="threads must be"):
         Inspector(model_dir_openvino, threads=4)
+
+
+def test_a_background_thread_lowers_only_its_own_priority():
+    import os
+    import threading
+
+    from apc_edge.threads import BACKGROUND_NICENESS, lower_this_thread_priority
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def background():
+        tid = threading.get_native_id()
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["lowered"] = lower_this_thread_priority()
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, tid)
+
+    t = threading.Thread(target=background)
+    t.start()
+    t.join()
+    assert seen["lowered"] and seen["after"] == min(19, seen["before"] + BACKGROUND_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller      # the caller's is unchanged
+
+
+def test_a_live_lane_s_overlay_writer_encodes_at_background_priority():
+    import os
+
+    from apc_edge.runtime.overlay_writer import OverlayWriter
+    from apc_edge.threads import BACKGROUND_NICENESS
+
+    writer, replay = OverlayWriter(background=True), OverlayWriter()
+    try:
+        import time
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:     # the writer lowers its priority as it starts
+            if os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) > os.getpriority(os.PRIO_PROCESS, 0):
+                break
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == \
+            min(19, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, replay._thread.native_id) == os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        writer.close()
+        replay.close()

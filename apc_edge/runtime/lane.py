@@ -199,7 +199,10 @@ class Lane:
 
     def start(self) -> None:
         self.grabber = Grabber(self.source, latest=self.spec.latest_wins, max_frames=self.max_frames)
-        self.writer = OverlayWriter(self.overlay_budget, keep_free_on=self.out_dir)
+        # a live source runs at the line's pace, where a delayed check is a delayed part: the writer then encodes
+        # at background priority (a saturated line drops overlays, counted); a replay keeps every one it can
+        self.writer = OverlayWriter(self.overlay_budget, keep_free_on=self.out_dir,
+                                    background=self.spec.kind in ("camera", "stream"))
         self.stats.started = time.monotonic()
         self.grabber.start()
         self._thread.start()

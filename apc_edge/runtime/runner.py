@@ -190,6 +190,7 @@ def _lane_summary(lane: Lane) -> dict:
         "pipeline_dropped": lane.grabber.dropped if lane.grabber else 0,
         "ng_images": s.ng_images, "ng_images_skipped": s.ng_images_skipped,
         "overlays": lane.writer.counts.as_dict() if lane.writer else {},
+        "overlay_priority": ("background" if lane.writer.background else "normal") if lane.writer else None,
         "fps": round(s.fps, 3), "latency_ms": s.latency.summary(), "check_ms": s.check.summary(),
         "end_reason": lane.end_reason, "error": lane.fatal,
     }
