@@ -4,6 +4,7 @@ Example::
 
     info = system_info()          # {"cpu": "...", "cpu_flags": ["avx2", ...], "load_avg": [..], ...}
     peak_rss_mb()                 # this process's peak resident memory
+    resident_mb()                 # {"rss": .., "anon": .., "file": ..}: now, and how much is mapped library files
 """
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB (ru_maxrss is KB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if platform.system() == "Darwin" else rss / 1024
+
+
+def resident_mb(status: str = "/proc/self/status") -> dict | None:
+    """This process's resident memory now, in MB: ``rss`` in all, ``anon`` (its own heap and buffers) and
+    ``file`` (mapped files, mostly the code of shared libraries: shared with other processes and reclaimable).
+    None where ``/proc`` is not available."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(status).read_text().splitlines() if ":" in line)
+        kb = {key: int(fields[name].split()[0]) for key, name in (("rss", "VmRSS"), ("anon", "RssAnon"),
+                                                                   ("file", "RssFile"))}
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    return {key: round(value / 1024, 1) for key, value in kb.items()}

@@ -25,6 +25,14 @@ def test_bench_prints_and_writes_json(model_dir_openvino, tmp_path, capsys):
     assert r["frames"]["source"] == "synthetic" and r["frames"]["frame_shape"][:2] == r["model"]["input_hw"]
     assert r["system"]["logical_cores"] >= 1 and isinstance(r["system"]["cpu_flags"], list)
     assert r["peak_rss_mb"] > 0
+    mem = r["memory_mb"]
+    frame_mb = r["frames"]["distinct"] * 256 * 256 * 3 / 2**20 if r["model"]["input_hw"] == [256, 256] else None
+    if mem["end"] is None:
+        pytest.skip("no /proc here: the resident split is not reported")
+    assert 0 < mem["after_load"]["rss"] <= r["peak_rss_mb"] + 1 and mem["end"]["rss"] <= r["peak_rss_mb"] + 1
+    assert mem["end"]["anon"] + mem["end"]["file"] == pytest.approx(mem["end"]["rss"], abs=1.0)
+    assert frame_mb is None or mem["frames_held"] == pytest.approx(frame_mb, abs=0.1)
+    assert "mapped library files" in out
 
 
 def test_bench_folder_onnx_exact(model_dir_onnx, synthetic_category, tmp_path, capsys):

@@ -31,7 +31,7 @@ from ..inspector import Inspector
 from ..scoring import embedding_patches
 from ..manifest import ModelDirError
 from ..preprocess import load_image
-from ..sysinfo import peak_rss_mb, system_info
+from ..sysinfo import peak_rss_mb, resident_mb, system_info
 from ..threads import ThreadPlan, apply_thread_plan, library_default_threads, plan_threads
 from . import args as A
 from .index_crossover import index_crossover
@@ -184,6 +184,7 @@ def run_bench(args) -> dict:
     t0 = time.perf_counter()
     inspector = Inspector(args.model_dir, device=args.device, index=index, threads=plan)
     load_s = time.perf_counter() - t0
+    after_load = resident_mb()
     sides = [(inspector, inspector.thread_plan)]
     if args.compare:
         other_plan = _thread_plan(args.compare_threads_plan)
@@ -235,6 +236,9 @@ def run_bench(args) -> dict:
         patch_sets = [embedding_patches(inspector.embed(f)) for f in frames[:8]]
         result["index_crossover"] = index_crossover(inspector.bank, patch_sets, args.index_crossover)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    # the bench holds its frames decoded (a line holds one or two): they are part of its RSS, not the runtime's
+    result["memory_mb"] = {"after_load": after_load, "end": resident_mb(),
+                           "frames_held": round(sum(f.nbytes for f in frames) / 2**20, 1)}
     sys_after = system_info()
     system = dict(sys_before)
     system["load_avg_before"] = system.pop("load_avg", None)
@@ -285,6 +289,12 @@ def print_report(r: dict, out=None) -> None:
             print(f"{PROG}: {row['rows']:>8}{row['exact_ms']:>10.2f}{row['hnsw_ms']:>16.2f}"
                   f"  (M={row['M']}, ef={row['ef']})", file=out)
     print(f"{PROG}: peak RSS {r['peak_rss_mb']:.0f} MB; model load {r['load_seconds']:.2f} s", file=out)
+    mem = r.get("memory_mb") or {}
+    if mem.get("end"):
+        load, end = mem["after_load"], mem["end"]
+        print(f"{PROG}: resident after load {load['rss']:.0f} MB, at the end {end['rss']:.0f} MB (of it "
+              f"{end['file']:.0f} MB mapped library files, {end['anon']:.0f} MB heap and buffers, "
+              f"{mem['frames_held']:.0f} MB of them the bench's decoded frames)", file=out)
 
 
 def _threads_line(t: dict) -> str:
