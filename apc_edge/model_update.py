@@ -45,7 +45,7 @@ from .index import ExactIndex, HnswIndex, found_nearest
 from .inspector import Inspector
 from .manifest import MANIFEST_NAME, write_manifest
 from .preprocess import load_image
-from .scoring import region_patches, score_patches
+from .scoring import region_patches, score_neighbours, score_patches
 from .threads import apply_thread_plan, resolve_blas
 
 MIN_RECALL = 0.98              # recall@1 after the exact refinement, as apc-export's HNSW targets
@@ -75,10 +75,13 @@ def covering_radius_estimate(bank: np.ndarray, chunk: int = 4096) -> float:
     return float(np.quantile(np.concatenate(nearest), RADIUS_QUANTILE))
 
 
-def greedy_additions(patches: np.ndarray, bank: np.ndarray, radius: float, limit: int) -> np.ndarray:
+def greedy_additions(patches: np.ndarray, bank: np.ndarray, radius: float, limit: int,
+                     nearest: np.ndarray | None = None) -> np.ndarray:
     """Rows of ``patches`` to add so that every patch lies within ``radius`` of the bank: the coreset's greedy
-    rule continued (:func:`coreset.extend_coreset`, farthest first)."""
-    nearest = ExactIndex(bank).search(patches, k=1)[0][:, 0]
+    rule continued (:func:`coreset.extend_coreset`, farthest first). ``nearest``: each patch's distance to
+    the bank, when already searched."""
+    if nearest is None:
+        nearest = ExactIndex(bank).search(patches, k=1)[0][:, 0]
     picks = extend_coreset(patches, nearest.astype(np.float32) ** 2, radius, limit)
     if len(picks) >= limit:
         raise UpdateRefused(f"these images would add more than {limit} rows to a bank of {len(bank)} "
@@ -98,14 +101,26 @@ def _embed(inspector: Inspector, paths: list[Path]) -> list[tuple[np.ndarray, np
     return out
 
 
-def _score(inspector, bank, index, exact, items, exclude_rows=None) -> list[float]:
-    scores = []
-    for k, (patches, cells, _) in enumerate(items):
-        exclude = None if exclude_rows is None else exclude_rows[k]
-        use, ex = (exact, exact) if exclude is not None else (index, exact if index.approximate else None)
-        scores.append(score_patches(patches, inspector.patch_grid, use, bank, inspector.num_neighbours, cells,
-                                    ex, inspector.refine_top, exclude=exclude).image_score)
-    return scores
+def nearest_after_update(patches: np.ndarray, old_nearest: tuple[np.ndarray, np.ndarray], added: ExactIndex | None,
+                         offset: int, own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each patch's exact nearest row of the updated bank (the old ``offset`` rows, then the added ones) from its
+    nearest old row ``old_nearest`` (distances, ids) and a search of the added rows only: the old bank is
+    searched once for the whole update. ``own``: added rows (ids in the updated bank) the patches may not
+    match, for leave-one-out scores."""
+    dist, ids = (np.array(a) for a in old_nearest)
+    if added is None or (own is not None and own.size >= added.size):
+        return dist, ids
+    d, j = added.search(patches, k=1) if own is None else added.search(patches, k=1, exclude=own - offset)
+    closer = d[:, 0] < dist
+    dist[closer], ids[closer] = d[closer, 0], j[closer, 0] + offset
+    return dist, ids
+
+
+def _score(inspector, bank, index, exact, items) -> list[float]:
+    """Image scores as the updated dir's runtime computes them (its index, refined exactly)."""
+    return [score_patches(patches, inspector.patch_grid, index, bank, inspector.num_neighbours, cells,
+                          exact if index.approximate else None, inspector.refine_top).image_score
+            for patches, cells, _ in items]
 
 
 def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Path],
@@ -131,11 +146,20 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
     items = _embed(inspector, good_paths)
     new_patches = np.concatenate([p for p, _, _ in items])
     radius = covering_radius_estimate(bank)
-    picks = greedy_additions(new_patches, bank, radius, int(MAX_NEW_ROWS_SHARE * len(bank)))
+    # the one search of the old bank: it decides the rows to add, and with a search of the added rows alone
+    # gives every exact and leave-one-out score below
+    old_d, old_i = ExactIndex(bank).search(new_patches, k=1)
+    old_d, old_i = old_d[:, 0], old_i[:, 0]
+    picks = greedy_additions(new_patches, bank, radius, int(MAX_NEW_ROWS_SHARE * len(bank)), nearest=old_d)
     new_bank = np.ascontiguousarray(np.concatenate([bank, new_patches[picks]]), np.float32)
     # which image each added row came from, for the leave-one-out scores
     owner = np.repeat(np.arange(len(items)), [len(p) for p, _, _ in items])[picks]
     added_rows = [len(bank) + np.flatnonzero(owner == k) for k in range(len(items))]
+    starts = np.cumsum([0] + [len(p) for p, _, _ in items])
+    added = ExactIndex(new_bank[len(bank):]) if len(picks) else None
+
+    def old_nearest(k: int) -> tuple[np.ndarray, np.ndarray]:
+        return old_d[starts[k]:starts[k + 1]], old_i[starts[k]:starts[k + 1]]
 
     exact = ExactIndex(new_bank)
     index_report, index = {"type": "exact"}, exact
@@ -146,8 +170,11 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
         # measured as the runtime searches: HNSW, then the top patches again exactly (score_patches)
         approx = [score_patches(p, inspector.patch_grid, hnsw, new_bank, inspector.num_neighbours, c, exact,
                                 inspector.refine_top) for p, c, _ in items]
-        truth = [score_patches(p, inspector.patch_grid, exact, new_bank, inspector.num_neighbours, c)
-                 for p, c, _ in items]
+        truth = []
+        for k, (p, c, _) in enumerate(items):
+            d, i = nearest_after_update(p, old_nearest(k), added, len(bank))
+            truth.append(dataclasses.replace(score_neighbours(p, d, i, inspector.patch_grid, exact, new_bank,
+                                                              inspector.num_neighbours, c), nearest=d, nearest_ids=i))
         recall = float(np.mean(np.concatenate([found_nearest(a.nearest_ids, a.nearest, t.nearest_ids, t.nearest)
                                                for a, t in zip(approx, truth)])))
         change = max(abs(a.image_score - t.image_score) / max(abs(t.image_score), 1e-12) for a, t in zip(approx, truth))
@@ -159,7 +186,11 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
                             "chosen_by": f"update: the rebuilt HNSW index missed recall@1 >= {MIN_RECALL} or "
                                          f"image-score change <= {MAX_SCORE_CHANGE} on the new images"}
 
-    loo = _score(inspector, new_bank, index, exact, items, added_rows)
+    loo = []
+    for k, (p, c, _) in enumerate(items):
+        d, i = nearest_after_update(p, old_nearest(k), added, len(bank), own=added_rows[k])
+        loo.append(score_neighbours(p, d, i, inspector.patch_grid, exact, new_bank, inspector.num_neighbours, c,
+                                    exclude=added_rows[k]).image_score)
     old = dict(m.get("threshold"))
     target = float(max_false_alarm or old.get("target_false_alarm", 0.01))
     above = float(np.mean(np.asarray(loo) >= old["value"]))

@@ -41,6 +41,43 @@ def test_false_alarms_are_learnt_and_defects_still_flagged(model_dir_hnsw, synth
     assert m["index"]["type"] == "hnsw" and m["index"]["measured_after_update"]["recall_at_1"] >= 0.98
     assert Inspector(model_dir_hnsw).bank.shape == old.bank.shape            # the old dir is as it was
 
+    # the leave-one-out scores, computed from one search of the old bank, equal a direct exact search of the
+    # updated bank without each image's own added rows
+    from apc_edge.index import ExactIndex
+    from apc_edge.scoring import region_patches, score_patches
+    bank = Inspector(new_dir, index="exact").bank
+    added, exact = bank[old.bank.shape[0]:], ExactIndex(bank)
+    reference = []
+    for p in false_alarms:
+        frame = load_image(p)
+        region = old.preprocessor.patch_region(frame.shape, old.patch_grid) if old.part_only else None
+        patches, cells = region_patches(old.embed(frame), region)
+        own = old.bank.shape[0] + np.flatnonzero((added[:, None, :] == patches[None, :, :]).all(-1).any(1))
+        reference.append(score_patches(patches, old.patch_grid, exact, bank, old.num_neighbours, cells,
+                                       exclude=own).image_score)
+    assert u["good_leave_one_out_scores"] == pytest.approx(reference, rel=1e-5, abs=1e-6)
+
+
+def test_the_updated_bank_s_nearest_rows_come_from_one_search_of_the_old_bank():
+    from apc_edge.index import ExactIndex
+    from apc_edge.model_update import nearest_after_update
+
+    rng = np.random.default_rng(0)
+    old, new, queries = rng.normal(size=(500, 16)), rng.normal(size=(60, 16)), rng.normal(size=(200, 16))
+    old, new, queries = (a.astype(np.float32) for a in (old, new, queries))
+    bank = np.concatenate([old, new])
+    d0, i0 = ExactIndex(old).search(queries, k=1)
+    d, i = nearest_after_update(queries, (d0[:, 0], i0[:, 0]), ExactIndex(new), len(old))
+    td, ti = ExactIndex(bank).search(queries, k=1)
+    assert (i == ti[:, 0]).all() and np.allclose(d, td[:, 0], atol=1e-5)
+    assert (i >= len(old)).any() and (i < len(old)).any()                     # both parts of the bank answer
+    own = len(old) + np.arange(0, 60, 2)
+    d, i = nearest_after_update(queries, (d0[:, 0], i0[:, 0]), ExactIndex(new), len(old), own=own)
+    td, ti = ExactIndex(bank).search(queries, k=1, exclude=own)
+    assert (i == ti[:, 0]).all() and np.allclose(d, td[:, 0], atol=1e-5) and not np.isin(i, own).any()
+    d, i = nearest_after_update(queries, (d0[:, 0], i0[:, 0]), None, len(old))  # nothing added
+    assert (i == i0[:, 0]).all()
+
 
 def test_an_update_that_would_pass_a_confirmed_defect_is_refused(model_dir_onnx, synthetic_category, tmp_path,
                                                                  capsys):
