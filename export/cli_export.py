@@ -19,7 +19,7 @@ from apc_edge.calibration.int8_guard import GuardTolerance
 
 from .hnsw_build import INDEX_MODES, HnswTargets
 from .model_export import AUTO_EXACT_BELOW, BANK_DTYPES, INT8_PRESETS, TARGETS, ExportOptions, export_model
-from .quantize import INT8_RANGES
+from .quantize import INT8_FLOAT_PARTS, INT8_RANGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NNCF activation ranges for --target openvino: mean (NNCF default: mean of each "
                         "calibration image's min/max) or max (min/max over all; clips defects less) "
                         "(default %(default)s)")
+    p.add_argument("--int8-float", choices=INT8_FLOAT_PARTS, default="none",
+                   help="layers kept float in the INT8 graph (--target openvino): none, stem (the first "
+                        "convolution) or stride8 (every convolution up to the stride-8 tap); the fallback tries "
+                        "them last (default %(default)s)")
     g = GuardTolerance()
     p.add_argument("--int8-min-cosine", type=A.float_range(-1.0, 1.0), default=g.min_cosine,
                    help="guard: least mean per-patch embedding cosine vs FP32 (default %(default)s)")
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         guard_anomalies=args.guard_anomalies, guard_synthetic=args.guard_synthetic,
         int8_fallback=not args.no_int8_fallback,
         hnsw=HnswTargets(args.hnsw_min_recall, args.hnsw_max_score_change), bank_dtype=args.bank_dtype,
-        int8_preset=args.int8_preset, int8_ranges=args.int8_ranges)
+        int8_preset=args.int8_preset, int8_ranges=args.int8_ranges, int8_float=args.int8_float)
     try:
         manifest = export_model(args.run_dir, args.out, overwrite=args.overwrite, options=opts)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:

@@ -40,7 +40,7 @@ from .bank_rebuild import coreset_patch_ids, embed_patches
 from .guard_anomalies import cutpaste_anomalies
 from .hnsw_build import INDEX_MODES, HnswTargets, IndexChoice, choose_index
 from .patchcore import ONE_IMAGE_METHOD, load_bank, load_run, own_rows, shifted_copies, threshold_block
-from .quantize import INT8_RANGES, quantize_onnx, quantize_openvino
+from .quantize import INT8_FLOAT_PARTS, INT8_RANGES, quantize_onnx, quantize_openvino
 
 TARGETS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -69,6 +69,7 @@ class ExportOptions:
     bank_dtype: str = "float32"
     int8_preset: str = "performance"          # NNCF preset (OpenVINO): performance | mixed
     int8_ranges: str = "mean"                 # NNCF activation ranges (OpenVINO): mean | max
+    int8_float: str = "none"                  # layers kept float (OpenVINO): none | stem | stride8
     seed: int = 0
 
     def validate(self) -> "ExportOptions":
@@ -81,6 +82,8 @@ class ExportOptions:
         if self.int8_ranges not in INT8_RANGES:
             raise ValueError(f"unknown INT8 activation ranges {self.int8_ranges!r}; "
                              f"choose one of {', '.join(INT8_RANGES)}")
+        if self.int8_float not in INT8_FLOAT_PARTS:
+            raise ValueError(f"unknown INT8 float part {self.int8_float!r}; choose one of {', '.join(INT8_FLOAT_PARTS)}")
         if self.guard_synthetic < 0:
             raise ValueError(f"--guard-synthetic must be >= 0, got {self.guard_synthetic}")
         if self.precision == "fp16" and self.target != "openvino":
@@ -139,10 +142,13 @@ def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> 
                 info = {"method": "OpenVINO FP16 weight compression (save_model compress_to_fp16)"}
             else:
                 t0 = time.perf_counter()
-                quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset, opts.int8_ranges)
+                quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset, opts.int8_ranges,
+                                  opts.int8_float)
+                kept = {"none": "", "stem": ", the first convolution",
+                        "stride8": ", the convolutions up to the stride-8 tap"}[opts.int8_float]
                 info = {"method": f"NNCF post-training quantization (nncf.quantize, preset {opts.int8_preset}, "
                                   f"activation ranges {opts.int8_ranges}, fast bias correction; "
-                                  f"aggregation ops kept float)",
+                                  f"aggregation ops{kept} kept float)",
                         "seconds": round(time.perf_counter() - t0, 1)}
     elif opts.precision == "int8":
         t0 = time.perf_counter()
@@ -386,13 +392,17 @@ def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -
 
 def _int8_attempts(opts: ExportOptions) -> list[ExportOptions]:
     """The quantization settings to try in order: the one asked for, then (OpenVINO INT8 with fallback on)
-    the other NNCF presets and activation ranges, the wider ``max`` ranges clipping defects less."""
+    the other NNCF presets and activation ranges, the wider ``max`` ranges clipping defects less, and last
+    mixed precision: ``max`` ranges with the first convolution, then every convolution up to the stride-8
+    tap, kept float (slower, and tried only when full INT8 fails)."""
     first = [opts]
     if opts.precision != "int8" or opts.target != "openvino" or not opts.int8_fallback:
         return first
-    others = [(p, r) for r in ("mean", "max") for p in ("performance", "mixed")
-              if (p, r) != (opts.int8_preset, opts.int8_ranges)]
-    return first + [replace(opts, int8_preset=p, int8_ranges=r) for p, r in others]
+    others = [(p, r, "none") for r in ("mean", "max") for p in ("performance", "mixed")]
+    others += [(opts.int8_preset, "max", f) for f in INT8_FLOAT_PARTS[1:]]
+    asked = (opts.int8_preset, opts.int8_ranges, opts.int8_float)
+    return first + [replace(opts, int8_preset=p, int8_ranges=r, int8_float=f) for p, r, f in others
+                    if (p, r, f) != asked]
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,

@@ -53,10 +53,46 @@ def activation_ranges(ranges: str):
     return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
 
 
+# Mixed precision, the guard's last fallback: layers kept in float besides the aggregation. "stem" is the
+# first convolution (it sees the raw pixels); "stride8" is every operation up to the stride-8 tap (the
+# ancestors of the first 3x3 average: convolutions and the residual additions between them), the
+# high-resolution part where a small defect is a few activations.
+INT8_FLOAT_PARTS = ("none", "stem", "stride8")
+CONV_TYPES = ("Convolution", "GroupConvolution")
+
+
+def float_layers(model, part: str) -> list[str]:
+    """Friendly names of the operations of an OpenVINO ``model`` that :data:`INT8_FLOAT_PARTS` ``part``
+    keeps in float (empty for ``none``)."""
+    if part not in INT8_FLOAT_PARTS:
+        raise ValueError(f"unknown INT8 float part {part!r}; choose one of {', '.join(INT8_FLOAT_PARTS)}")
+    ordered = list(model.get_ordered_ops())
+    convs = [op for op in ordered if op.get_type_name() in CONV_TYPES]
+    if part == "none" or not convs:
+        return []
+    if part == "stem":
+        return [convs[0].get_friendly_name()]
+    pools = [op for op in ordered if op.get_type_name() == "AvgPool"]
+    if not pools:
+        raise ValueError("the graph has no 3x3 average (AvgPool) to find its stride-8 tap by")
+    seen, todo = set(), [pools[0]]
+    while todo:
+        node = todo.pop()
+        for value in node.input_values():
+            parent = value.get_node()
+            if parent.get_friendly_name() not in seen:
+                seen.add(parent.get_friendly_name())
+                todo.append(parent)
+    quantizable = {"Parameter", "Constant", "Result", "Convert"}
+    return [op.get_friendly_name() for op in ordered
+            if op.get_friendly_name() in seen and op.get_type_name() not in quantizable]
+
+
 def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre: Preprocessor,
-                      preset: str = "performance", ranges: str = "mean") -> None:
+                      preset: str = "performance", ranges: str = "mean", float_part: str = "none") -> None:
     """INT8 IR at ``xml_out`` (+ ``.bin``) from the FP32 IR ``xml_in``; NNCF picks the quantizer places
-    except in the aggregation ops (:data:`FLOAT_OP_TYPES`); ``ranges`` is one of :data:`INT8_RANGES`."""
+    except in the aggregation ops (:data:`FLOAT_OP_TYPES`) and the layers of ``float_part``
+    (:data:`INT8_FLOAT_PARTS`); ``ranges`` is one of :data:`INT8_RANGES`."""
     import nncf
     import openvino as ov
 
@@ -64,7 +100,8 @@ def quantize_openvino(xml_in: Path, xml_out: Path, calib_paths: list[Path], pre:
     model = ov.Core().read_model(str(xml_in))
     dataset = nncf.Dataset(calib_paths, lambda p: pre(load_image(p)))
     present = {op.get_type_name() for op in model.get_ops()}
-    ignored = nncf.IgnoredScope(types=[t for t in FLOAT_OP_TYPES if t in present])
+    ignored = nncf.IgnoredScope(types=[t for t in FLOAT_OP_TYPES if t in present],
+                                names=float_layers(model, float_part))
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset(preset),
                               subset_size=len(calib_paths), ignored_scope=ignored,
                               advanced_parameters=activation_ranges(ranges))
