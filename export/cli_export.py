@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     p.add_argument("--no-int8-fallback", action="store_true",
                    help="refuse at once when the INT8 guard fails instead of trying the other NNCF presets and "
-                        "activation ranges")
+                        "activation ranges, then mixed precision (--int8-float)")
     p.add_argument("--int8-preset", choices=INT8_PRESETS, default="performance",
                    help="NNCF preset for --target openvino: performance (symmetric activations) or mixed "
                         "(asymmetric activations) (default %(default)s)")
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     p.add_argument("--int8-float", choices=INT8_FLOAT_PARTS, default="none",
                    help="layers kept float in the INT8 graph (--target openvino): none, stem (the first "
-                        "convolution) or stride8 (every convolution up to the stride-8 tap); the fallback tries "
+                        "convolution) or stride8 (every operation up to the stride-8 tap); the fallback tries "
                         "them last (default %(default)s)")
     g = GuardTolerance()
     p.add_argument("--int8-min-cosine", type=A.float_range(-1.0, 1.0), default=g.min_cosine,

@@ -145,7 +145,7 @@ def _build_graph(tmp: Path, embedder, pre, opts: ExportOptions, calib_paths) -> 
                 quantize_openvino(ref, tmp / main_file, calib_paths, pre, opts.int8_preset, opts.int8_ranges,
                                   opts.int8_float)
                 kept = {"none": "", "stem": ", the first convolution",
-                        "stride8": ", the convolutions up to the stride-8 tap"}[opts.int8_float]
+                        "stride8": ", the operations up to the stride-8 tap"}[opts.int8_float]
                 info = {"method": f"NNCF post-training quantization (nncf.quantize, preset {opts.int8_preset}, "
                                   f"activation ranges {opts.int8_ranges}, fast bias correction; "
                                   f"aggregation ops{kept} kept float)",

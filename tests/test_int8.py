@@ -77,8 +77,8 @@ def test_guard_failure_writes_nothing_and_keeps_old_dir(trained_run, model_dir_o
     # every fallback setting was tried and named before the refusal
     assert "in each of 6 quantization setting(s)" in err
     assert err.count("--int8-min-cosine 0.999999") == 6 and "preset mixed, activation ranges max" in err
-    # and last mixed precision: the first convolution, then the convolutions up to the stride-8 tap in float
-    assert "the first convolution kept float" in err and "the convolutions up to the stride-8 tap kept float" in err
+    # and last mixed precision: the first convolution, then the operations up to the stride-8 tap in float
+    assert "the first convolution kept float" in err and "the operations up to the stride-8 tap kept float" in err
     assert "mean embedding cosine" in err and "< --int8-min-cosine 0.999999" in err
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before        # old model dir untouched
     assert [p.name for p in tmp_path.iterdir()] == ["old"]                  # no temporary dir left behind
