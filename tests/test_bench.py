@@ -97,3 +97,20 @@ def test_bench_compare_alternates_rounds(model_dir_openvino, tmp_path, capsys):
     assert len(r["round_medians_ms"]) == 3 and len(r["compare"]["round_medians_ms"]) == 3
     assert r["threads"]["policy"] == "auto" and r["compare"]["threads"]["policy"] == "library"
     assert r["compare"]["median_ratio"] > 0 and set(r["compare"]["latency_ms"]) == set(STAGES)
+
+
+def test_bench_says_when_frames_differ_in_size(model_dir_openvino, synthetic_category, tmp_path, capsys):
+    import cv2
+
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    goods = sorted((synthetic_category / "test" / "good").glob("*.png"))[:2]
+    for k, p in enumerate(goods):
+        img = cv2.imread(str(p))
+        cv2.imwrite(str(folder / f"{k}.png"), cv2.resize(img, (img.shape[1] + 32 * k, img.shape[0])))
+    assert bench_main([str(model_dir_openvino), "--frames", "4", "--warmup", "0", "--folder", str(folder),
+                       "--no-throughput", "--json", str(tmp_path / "b.json")]) == 0
+    assert "the frames come in 2 sizes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["frames"]["frame_shapes"] == 2
+    assert bench_main([str(model_dir_openvino), "--frames", "2", "--warmup", "0", "--no-throughput"]) == 0
+    assert "sizes" not in capsys.readouterr().out                      # synthetic frames: one size
