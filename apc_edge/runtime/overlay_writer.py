@@ -12,7 +12,7 @@ queue holds at most ``depth`` overlays and ``max_pending_bytes`` of frames and
 maps (always one, however large): a writer slower than the line drops overlays,
 counted, instead of slowing the line or filling the memory. With ``background=True`` (apc-inspect on a
 camera or stream) the writer thread runs at a lower CPU priority than the checks, so a burst of NG parts
-costs the checks no core (bottle at 512x512, every frame NG: check median -13 to -19 %).
+costs the checks no core (bottle at 512x512 on the emulated camera, every frame NG: check median -9 to -22 %).
 The writer thread stops writing overlays for the rest of the run when the byte
 budget is reached, when free space on the verdict log's filesystem would fall
 below ``min_free_bytes``, or when a write fails with a full disk; the verdict
