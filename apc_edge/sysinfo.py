@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 from importlib import metadata
 from pathlib import Path
 
@@ -51,8 +50,13 @@ def system_info() -> dict:
     return info
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (ru_maxrss is KB on Linux, bytes on macOS)."""
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB (ru_maxrss is KB on Linux, bytes on macOS); None where
+    the platform does not report it."""
+    try:
+        import resource
+    except ImportError:
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if platform.system() == "Darwin" else rss / 1024
 

@@ -341,6 +341,17 @@ def test_latency_histogram_percentiles():
     assert h.summary()["max"] == 1000 and LatencyHistogram().summary()["p50"] is None
 
 
+def test_run_rss_is_the_current_resident_memory_and_follows_an_allocation():
+    from apc_edge.runtime import rss_mb
+    from apc_edge.sysinfo import resident_mb
+
+    before = rss_mb()
+    assert before == pytest.approx(resident_mb()["rss"], abs=5)
+    block = np.ones(64 * 2**20, np.uint8)      # 64 MB, touched
+    assert rss_mb() - before > 50
+    del block
+
+
 def test_camera_loop_example_runs_on_the_emulator(model_dir_openvino, frames_dir):
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "camera_loop.py"), str(model_dir_openvino),
                            "--folder", str(frames_dir), "--frames", "3"], capture_output=True, text=True,

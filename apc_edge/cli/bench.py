@@ -236,7 +236,8 @@ def run_bench(args) -> dict:
     if args.index_crossover:
         patch_sets = [embedding_patches(inspector.embed(f)) for f in frames[:8]]
         result["index_crossover"] = index_crossover(inspector.bank, patch_sets, args.index_crossover)
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    peak = peak_rss_mb()
+    result["peak_rss_mb"] = round(peak, 1) if peak is not None else None
     # the bench holds its frames decoded (a line holds one or two): they are part of its RSS, not the runtime's
     result["memory_mb"] = {"after_load": after_load, "end": resident_mb(),
                            "frames_held": round(sum(f.nbytes for f in frames) / 2**20, 1)}
@@ -293,7 +294,8 @@ def print_report(r: dict, out=None) -> None:
         for row in r["index_crossover"]:
             print(f"{PROG}: {row['rows']:>8}{row['exact_ms']:>10.2f}{row['hnsw_ms']:>16.2f}"
                   f"  (M={row['M']}, ef={row['ef']})", file=out)
-    print(f"{PROG}: peak RSS {r['peak_rss_mb']:.0f} MB; model load {r['load_seconds']:.2f} s", file=out)
+    peak = "not reported here" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f} MB"
+    print(f"{PROG}: peak RSS {peak}; model load {r['load_seconds']:.2f} s", file=out)
     mem = r.get("memory_mb") or {}
     if mem.get("end"):
         load, end = mem["after_load"], mem["end"]

@@ -5,11 +5,12 @@ A line runs for weeks, so nothing here grows with the number of frames.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..sysinfo import peak_rss_mb, resident_mb
 
 
 class LatencyHistogram:
@@ -74,19 +75,10 @@ class LatencyHistogram:
 
 
 def rss_mb() -> float | None:
-    """Resident set size of this process in MB (Linux /proc), else the peak RSS, else None."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if os.uname().sysname == "Darwin" else peak / 1024
-    except (ImportError, OSError, AttributeError):
-        return None
+    """Resident set size of this process now, in MB (``sysinfo.resident_mb``), else the peak RSS
+    where ``/proc`` is not available."""
+    now = resident_mb()
+    return now["rss"] if now else peak_rss_mb()
 
 
 @dataclass
