@@ -6,7 +6,9 @@ default is decided from the sizes of ``train/good`` and recorded in ``run.json``
 - **One image size** (a fixed camera; every side within 2 % of the median): stretch mode, the
   image's own aspect ratio kept, scaled so the input holds at most ``PIXEL_BUDGET`` pixels. Images
   smaller than that keep their own scale (a defect of a few pixels stays a few pixels), and images
-  whose short side is below ``MIN_SIDE`` are enlarged to it.
+  whose short side is below ``MIN_SIDE`` are enlarged to it. High-resolution images are shrunk by at
+  most ``MIN_SCALE`` (a 4 px defect stays 2 px), past the budget, until the input reaches
+  ``MAX_INPUT_PIXELS``; only larger images are shrunk further, to that many pixels.
 - **Sizes that vary** (cut-outs, tiles): pad mode, so texture keeps one pixel scale. The scale is
   chosen by the same rule for the median image; the canvas covers every training image at that
   scale, or only the 95th-percentile height and width when a few outliers would more than double it
@@ -30,7 +32,9 @@ import numpy as np
 
 from apc_edge.preprocess import bit_depth_of, image_kind, load_image
 
-PIXEL_BUDGET = 512 * 512     # most pixels the model input (or the median image in pad mode) is given
+PIXEL_BUDGET = 512 * 512     # pixels the model input (or the median image in pad mode) is given ...
+MIN_SCALE = 0.5              # ... unless that would shrink the image more than this:
+MAX_INPUT_PIXELS = 1024 * 1024  # then the input may grow to this many pixels (a check costs ~4x a 512x512 one)
 MIN_SIDE = 256               # images with a shorter side are enlarged to it
 SIDE_STEP = 32
 SAME_SIZE_TOLERANCE = 0.02   # every side within 2 % of the median: one camera, one size
@@ -78,10 +82,24 @@ def _side(x: float, up: bool = False) -> int:
 
 
 def _scale_for(h: float, w: float) -> float:
-    """Pixel scale of an h x w image: at most PIXEL_BUDGET pixels, native if smaller, short side >= MIN_SIDE."""
+    """Pixel scale of an h x w image: PIXEL_BUDGET pixels (native if smaller, short side >= MIN_SIDE), but
+    shrunk by no more than MIN_SCALE while the input stays within MAX_INPUT_PIXELS."""
     fit = math.sqrt(PIXEL_BUDGET / (h * w))
+    keep_detail = min(MIN_SCALE, math.sqrt(MAX_INPUT_PIXELS / (h * w)))
     enlarge = max(1.0, MIN_SIDE / min(h, w))
-    return min(fit, enlarge)
+    return min(max(fit, keep_detail), enlarge)
+
+
+def _budget_words(scale: float, h: float, w: float) -> str:
+    """Why the scale is what it is, for the plan's reason."""
+    pixels = scale * scale * h * w
+    if pixels <= PIXEL_BUDGET * 1.01:
+        return f"scale {scale:.3f}, at most {PIXEL_BUDGET} pixels"
+    why = (f"not the {math.sqrt(PIXEL_BUDGET / (h * w)):.3f} of a {PIXEL_BUDGET}-pixel input, which would shrink "
+           f"small defects to less than {MIN_SCALE:g} of their size" if scale >= MIN_SCALE * 0.999 else
+           f"the largest input allowed, {MAX_INPUT_PIXELS} pixels")
+    return (f"scale {scale:.3f} ({why}); a check costs about {pixels / PIXEL_BUDGET:.1f}x a "
+            f"{PIXEL_BUDGET}-pixel one, and --resize trades detail for speed")
 
 
 def plan_input(sizes: list[tuple[int, int]], mode: str | None = None, scale: float | None = None) -> InputPlan:
@@ -104,7 +122,7 @@ def plan_input(sizes: list[tuple[int, int]], mode: str | None = None, scale: flo
         what = (f"all {len(sizes)} training images are {int(med_h)}x{int(med_w)} (HxW)" if same else
                 f"stretch mode asked for; the median training image is {int(med_h)}x{int(med_w)} (HxW)")
         return InputPlan("stretch", resize, s, f"{what}: stretched to {resize[0]}x{resize[1]}, aspect ratio kept, "
-                                               f"at most {PIXEL_BUDGET} pixels")
+                                               f"{_budget_words(s, med_h, med_w)}")
     area = hw[:, 0] * hw[:, 1]
     mid = int(np.argsort(area)[len(area) // 2])
     s = float(scale) if scale else _scale_for(hw[mid, 0], hw[mid, 1])

@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from apc_edge.export.input_plan import PIXEL_BUDGET, SIDE_STEP, image_facts, plan_input
+from apc_edge.export.input_plan import (MAX_INPUT_PIXELS, MIN_SCALE, PIXEL_BUDGET, SIDE_STEP, image_facts,
+                                        plan_input)
 from apc_edge.export.patchcore import TrainConfig, part_patch_rows, resolve_input
 
 
@@ -25,6 +26,25 @@ def test_small_images_keep_their_scale_and_tiny_ones_are_enlarged():
     assert mid.resize == (320, 320)
     tiny = plan_input([(100, 120)] * 3)
     assert min(tiny.resize) >= 256
+
+
+def test_high_resolution_images_are_shrunk_at_most_by_half_until_the_input_cap():
+    # 1024x1024 (MVTec's texture size) is halved onto the budget as before.
+    assert plan_input([(1024, 1024)] * 3).resize == (512, 512)
+    # 2 MP: squeezing it into 512x512 pixels would shrink a 4 px defect to 1.5 px; it is halved instead.
+    two_mp = plan_input([(1200, 1600)] * 3)
+    assert two_mp.scale == pytest.approx(MIN_SCALE)
+    assert two_mp.resize == (608, 800) and "1.8x" in two_mp.reason
+    # 5 MP and 12 MP cameras: the input grows to the cap, no further.
+    for hw in [(2048, 2448), (3000, 4096)]:
+        plan = plan_input([hw] * 3)
+        h, w = plan.resize
+        assert PIXEL_BUDGET < h * w <= MAX_INPUT_PIXELS * 1.05
+        assert abs(h / w - hw[0] / hw[1]) < 0.05
+        assert "largest input allowed" in plan.reason
+    # Pad mode follows the same rule for its median image.
+    varied = plan_input([(1100, 1500), (1200, 1600), (1300, 1700)])
+    assert varied.mode == "pad" and varied.scale == pytest.approx(MIN_SCALE)
 
 
 def test_varying_sizes_give_pad_mode_with_a_canvas_for_the_large_ones():
