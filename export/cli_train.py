@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("H", "W"), help="centre crop after --resize (stretch mode)")
     p.add_argument("--resize-mode", choices=("auto", "stretch", "pad"), default="auto",
                    help="auto (default): stretch with the aspect ratio kept when every training image has one size, "
-                        "pad when sizes vary, at most 512x512 pixels; stretch: resize every image to --resize; pad: "
+                        "pad when sizes vary, about 512x512 pixels (high-resolution images shrunk at most 2x, up to 1 MP); "
+                        "stretch: resize every image to --resize; pad: "
                         "scale by --scale and centre on a --resize canvas")
     p.add_argument("--scale", type=A.float_range(0.01, 10.0), default=None,
                    help="pixel scale factor in --resize-mode pad (default: chosen from the training image sizes)")
