@@ -55,10 +55,12 @@ class NeighbourIndex(ABC):
 
     name: str = "?"
     approximate: bool = False   # True: distances may exceed the true ones (never fall below)
+    exact: "NeighbourIndex | None" = None   # an approximate index's exact search over the same bank, if it has one
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(distances, ids)``, each (n, k), nearest first."""
+    def search(self, queries: np.ndarray, k: int = 1, exclude: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(distances, ids)``, each (n, k), nearest first; rows in ``exclude`` are never returned."""
 
     @property
     @abstractmethod
@@ -246,15 +248,51 @@ class HnswIndex(NeighbourIndex):
     def save(self, path: str | Path) -> None:
         self._index.save_index(str(path))
 
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int = 1,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate k nearest bank rows. Rows in ``exclude`` are marked deleted for this search (still
+        walked through, never returned; leave-one-out scoring): not thread-safe against other searches."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must be (n, {self.dim}), got shape {q.shape}")
-        k = min(int(k), self.size)
-        # hnswlib searches with max(ef, k), so k neighbours need no ef change (and stay thread-safe)
-        ids, d2 = self._index.knn_query(q, k=k, num_threads=self.threads)
+        hidden = [] if exclude is None else np.unique(np.asarray(exclude, np.int64)).tolist()
+        k = min(int(k), self.size - len(hidden))
+        if k < 1:
+            raise ValueError("nothing left to search: every bank row is excluded")
+        for row in hidden:
+            self._index.mark_deleted(row)
+        try:
+            # hnswlib searches with max(ef, k), so k neighbours need no ef change (and stay thread-safe)
+            ids, d2 = self._index.knn_query(q, k=k, num_threads=self.threads)
+        finally:
+            for row in hidden:
+                self._index.unmark_deleted(row)
         # 'l2' space returns squared distances
         return np.sqrt(np.maximum(d2, 0.0)), ids.astype(np.int64)
 
+
+LEAVE_ONE_OUT_HNSW_FROM = 8192   # bank rows from which leave-one-out scoring searches an HNSW graph first
+
+
+def leave_one_out_index(bank: np.ndarray) -> NeighbourIndex:
+    """The search for scoring bank images with their own rows excluded (thresholds, the INT8 guard).
+
+    A large bank gets an HNSW graph with ``exact`` set: :func:`apc_edge.scoring.score_patches` then
+    searches it with the image's rows marked deleted and searches the top patches again exactly, so the
+    image score equals exact search's at a fraction of its cost; a small bank (or no hnswlib) is searched
+    exactly. Example::
+
+        index = leave_one_out_index(bank)
+        score_embedding(emb, index, bank, 9, exclude=own_rows).image_score   # == exact search's
+    """
+    exact = ExactIndex(bank)
+    if bank.shape[0] < LEAVE_ONE_OUT_HNSW_FROM:
+        return exact
+    try:
+        index = HnswIndex.build(bank, M=16, ef_construction=100, ef=16)
+    except MissingLibrary:
+        return exact
+    index.exact = exact
+    return index

@@ -115,15 +115,15 @@ def _extend_rectangle(patch_map: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 
 def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, exact: NeighbourIndex,
-                       top: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+                       top: int = 16, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact distances for the patches an approximate search ranks highest, until the maximum is certain.
 
     An approximate index never reports a distance below the true one, so once the
     largest exactly-searched distance is at least every distance not yet searched
     exactly, it is the true maximum: the image score (and the map's hottest
     patches) are exact while the other patches keep their approximate distances.
-    Starts with the ``top`` highest and doubles until certain. Returns new
-    ``(dist, ids, n_refined)``.
+    Starts with the ``top`` highest and doubles until certain. ``exclude``: bank rows neither search may
+    return (leave-one-out). Returns new ``(dist, ids, n_refined)``.
     """
     dist, ids = np.array(dist, np.float32), np.array(ids, np.int64)
     refined = np.zeros(dist.size, bool)
@@ -132,7 +132,8 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
         order = np.argsort(-dist, kind="stable")
         todo = order[:want][~refined[order[:want]]]
         if todo.size:
-            d, j = exact.search(patches[todo], k=1)
+            d, j = exact.search(patches[todo], k=1) if exclude is None else \
+                exact.search(patches[todo], k=1, exclude=exclude)
             dist[todo], ids[todo] = d[:, 0], j[:, 0]
             refined[todo] = True
         rest = dist[~refined]
@@ -149,20 +150,20 @@ def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIn
     ``grid``: the patch grid; ``cells``: the flat cells the rows came from (default: all, in order).
     With an approximate ``index`` the top patches are searched again in ``exact`` (built from ``bank``
     when not given) so the maximum is exact (:func:`refine_top_patches`). ``exclude``: bank rows that
-    must not be matched (an exact index only), e.g. the rows that came from the image being scored,
-    which scores a bank image as if it had been left out. ``timings`` holds the stages in ms.
+    must not be matched, e.g. the rows that came from the image being scored, which scores a bank image
+    as if it had been left out (an approximate index searches with them marked deleted; its top patches
+    and Eq. 7 then search ``exact``, so the image score is exact search's). ``timings`` holds the stages in ms.
     """
-    if exclude is not None and index.approximate:
-        raise ValueError("leave-one-out scoring (exclude=) needs an exact index")
     t0 = time.perf_counter()
     dist, ids = index.search(patches, k=1) if exclude is None else index.search(patches, k=1, exclude=exclude)
     dist, ids = dist[:, 0], ids[:, 0]
     search_ids, refined = ids, 0
     if index.approximate:
-        exact = exact if exact is not None else ExactIndex(bank)
-        dist, ids, refined = refine_top_patches(patches, dist, ids, exact, refine_top)
+        exact = exact if exact is not None else index.exact if index.exact is not None else ExactIndex(bank)
+        dist, ids, refined = refine_top_patches(patches, dist, ids, exact, refine_top, exclude)
     t1 = time.perf_counter()
-    scores = score_neighbours(patches, dist, ids, grid, index, bank, num_neighbours, cells, exclude)
+    eq7_index = exact if exclude is not None and index.approximate else index
+    scores = score_neighbours(patches, dist, ids, grid, eq7_index, bank, num_neighbours, cells, exclude)
     t2 = time.perf_counter()
     return replace(scores, nearest=dist, nearest_ids=ids, search_ids=search_ids, refined=refined,
                    timings={"search": (t1 - t0) * 1e3, "scoring": (t2 - t1) * 1e3})

@@ -29,7 +29,7 @@ from apc_edge.calibration.imagesets import (calibration_subset, collect_images, 
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, QuantizationGuardError, compare_pipelines,
                                              embed_images, guard_failures, mean_cosine)
-from apc_edge.index import ExactIndex
+from apc_edge.index import ExactIndex, leave_one_out_index
 from apc_edge.manifest import write_manifest
 from apc_edge import graph_probe
 from apc_edge.preprocess import Preprocessor, load_image, patch_regions
@@ -223,6 +223,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             known = training_loo_scores(info, loo) if not (held or copies) else None
             guard_known = (known or [None] * len(goods)) + [None] * (len(anomalies) + len(extra))
             attempts, ref_emb = [], None
+            # the guard scores goods leave-one-out: through HNSW first on a large bank (exact image scores)
+            ref_pipeline = Pipeline(None, bank, leave_one_out_index(bank), b)
             candidates = _int8_attempts(opts)
             for k, attempt_opts in enumerate(candidates):
                 with clock("graph and quantization"):
@@ -243,9 +245,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                 with clock("bank re-embedding"):
                     final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
                 with clock("guard scoring"):
-                    guard = compare_pipelines(
-                        Pipeline(reference, bank, ExactIndex(bank), b),
-                        Pipeline(final, final_bank, ExactIndex(final_bank), b), pre, guard_set, n_good=len(goods),
+                    ref_pipeline.backend = reference
+                    final_pipeline = Pipeline(final, final_bank, leave_one_out_index(final_bank), b)
+                    guard = compare_pipelines(ref_pipeline, final_pipeline, pre, guard_set, n_good=len(goods),
                         threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
                         n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb),
                         reference_scores=guard_known)
@@ -315,11 +317,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                                for e, r in zip(embeddings[:len(held)], regions)]
                 threshold = {**threshold_block(held_scores), "computed_with": computed_with}
             elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
-                # leave-one-out (or the one image's shifted copies) with this graph and bank; exact search
-                # (HNSW's refined maximum equals it)
-                good_scores = (guard_good_scores if guard_good_scores is not None and opts.bank_dtype == "float32"
-                               else [score_embedding(e, exact, used_bank, b, region=r, exclude=x).image_score
-                                     for e, r, x in zip(embeddings[:len(goods)], regions, excludes)])
+                # leave-one-out (or the one image's shifted copies) with this graph and bank: exact image
+                # scores (leave_one_out_index refines HNSW's maximum exactly)
+                good_scores = guard_good_scores if guard_good_scores is not None and opts.bank_dtype == "float32" \
+                    else None
+                if good_scores is None:
+                    loo_index = leave_one_out_index(used_bank)
+                    good_scores = [score_embedding(e, loo_index, used_bank, b, region=r, exclude=x).image_score
+                                   for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
                 target = float(info["threshold"].get("target_false_alarm", 0.01))
                 rule = robust_good_threshold(good_scores, target, **({"method": ONE_IMAGE_METHOD} if copies else {}))
                 threshold = {**rule, "computed_with": computed_with}

@@ -24,7 +24,7 @@ import torch
 
 from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.calibration.thresholds import robust_good_threshold
-from apc_edge.index import ExactIndex
+from apc_edge.index import ExactIndex, NeighbourIndex, leave_one_out_index
 from apc_edge.preprocess import Preprocessor, load_image, patch_regions
 from apc_edge.scoring import score_embedding
 
@@ -198,15 +198,17 @@ def shifted_copy_scores(engine: FeatureEngine, pre: Preprocessor, path: Path, ba
 
 
 def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
-                         images: list[int], num_neighbours: int, regions: list | None = None) -> list[float]:
+                         images: list[int], num_neighbours: int, regions: list | None = None,
+                         index: NeighbourIndex | None = None) -> list[float]:
     """Image score of each bank image in ``images`` against the bank without the rows it contributed.
 
     ``feats``: every bank image's patches, image after image (the coreset's input); ``ids``: the
     flat patch index of each bank row. A bank image then scores as an unseen good image would,
-    without holding any image out of the bank.
+    without holding any image out of the bank. ``index``: the search over ``bank``
+    (default ``leave_one_out_index(bank)``: exact image scores either way).
     """
     per_image = grid[0] * grid[1]
-    index = ExactIndex(bank)
+    index = index if index is not None else leave_one_out_index(bank)
     regions = regions if regions is not None else [None] * len(images)
     scores = []
     for i, region, own in zip(images, regions, own_rows(ids, images, grid)):
@@ -247,14 +249,17 @@ def part_patch_rows(regions: list, grid: tuple[int, int]) -> np.ndarray | None:
     return np.concatenate(rows).astype(np.int64)
 
 
-THRESHOLD_WORK = 1e10        # patch-to-bank distances the leave-one-out threshold may compute (about 40 s here)
+THRESHOLD_WORK = 1e10        # patch-to-bank distances the leave-one-out threshold may compute (12-40 s)
 MIN_THRESHOLD_IMAGES = 50
+HNSW_QUERY_WORK = 1000       # distances an HNSW query of leave_one_out_index costs, counted generously
 
 
-def threshold_image_limit(limit: int, queries_per_image: float, bank_rows: int) -> int:
+def threshold_image_limit(limit: int, queries_per_image: float, bank_rows: int, approximate: bool = False) -> int:
     """How many bank images to score leave-one-out: ``limit``, fewer when each costs much (a large input
-    and bank: ``THRESHOLD_WORK`` distances in all), but not below ``MIN_THRESHOLD_IMAGES``."""
-    affordable = int(THRESHOLD_WORK // max(1.0, queries_per_image * bank_rows))
+    and bank: ``THRESHOLD_WORK`` distances in all), but not below ``MIN_THRESHOLD_IMAGES``. Searched through
+    an HNSW graph first (``approximate``), each patch costs about ``HNSW_QUERY_WORK`` distances."""
+    per_query = min(bank_rows, HNSW_QUERY_WORK) if approximate else bank_rows
+    affordable = int(THRESHOLD_WORK // max(1.0, queries_per_image * per_query))
     return max(1, min(int(limit), max(MIN_THRESHOLD_IMAGES, affordable)))
 
 
@@ -326,10 +331,11 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         threshold, scored = robust_good_threshold(hold_scores, cfg.max_false_alarm, method=ONE_IMAGE_METHOD), []
     else:
         queries = grid[0] * grid[1] if candidates is None else candidates.size / len(bank_paths)
-        limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0])
+        loo_index = leave_one_out_index(bank)
+        limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0], loo_index.approximate)
         scored = threshold_image_sample(len(bank_paths), limit, cfg.seed)
         hold_scores = leave_one_out_scores(feats, bank, ids, grid, scored, cfg.num_neighbours,
-                                           [bank_regions[i] for i in scored])
+                                           [bank_regions[i] for i in scored], loo_index)
         threshold = robust_good_threshold(hold_scores, cfg.max_false_alarm)
     del feats
     t_threshold = time.perf_counter() - t0

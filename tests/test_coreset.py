@@ -136,6 +136,9 @@ def test_threshold_image_limit_scales_with_the_cost_of_each_image():
     assert threshold_image_limit(200, 4096, 40_000) == 61                       # 1e10 distances in all
     assert threshold_image_limit(200, 4096, 1_000_000) == MIN_THRESHOLD_IMAGES  # never below the floor
     assert threshold_image_limit(20, 4096, 1_000_000) == 20                     # nor above what was asked
+    # searched through HNSW first, each patch costs about a thousand distances, not the whole bank
+    assert threshold_image_limit(200, 12_544, 40_000, approximate=True) == 200
+    assert threshold_image_limit(200, 12_544, 40_000) == MIN_THRESHOLD_IMAGES
 
 
 def test_extend_coreset_continues_the_greedy_from_an_existing_bank():

@@ -9,7 +9,7 @@ from apc_edge import Inspector
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.export.model_export import ExportOptions, export_model
 from apc_edge.export.patchcore import TrainConfig, fit_patchcore, leave_one_out_scores
-from apc_edge.index import ExactIndex
+from apc_edge.index import LEAVE_ONE_OUT_HNSW_FROM, ExactIndex, HnswIndex, leave_one_out_index
 from apc_edge.scoring import score_embedding
 
 
@@ -51,6 +51,33 @@ def test_leave_one_out_equals_scoring_against_the_other_images_rows():
     emb = feats[16:32].T.reshape(dim, *grid)
     ref = score_embedding(emb, ExactIndex(bank[others]), bank[others], 3).image_score
     assert loo[0] == pytest.approx(ref, rel=1e-5)
+
+
+def test_leave_one_out_through_hnsw_gives_exact_search_scores():
+    # a bank large enough for leave_one_out_index to build a graph; images whose patches sit in clusters,
+    # so that an image's own rows are its patches' nearest ones and excluding them changes the scores
+    rng = np.random.default_rng(2)
+    grid, dim, n_images = (16, 16), 16, 64
+    centres = rng.standard_normal((400, dim)).astype(np.float32) * 4
+    feats = (centres[rng.integers(0, 400, n_images * 256)]
+             + rng.standard_normal((n_images * 256, dim)).astype(np.float32)).astype(np.float32)
+    ids = np.sort(rng.choice(feats.shape[0], LEAVE_ONE_OUT_HNSW_FROM + 500, replace=False))
+    bank = feats[ids]
+    index = leave_one_out_index(bank)
+    assert isinstance(index, HnswIndex) and index.exact is not None
+    images = list(range(0, n_images, 4))
+    fast = leave_one_out_scores(feats, bank, ids, grid, images, num_neighbours=9, index=index)
+    exact = leave_one_out_scores(feats, bank, ids, grid, images, num_neighbours=9, index=ExactIndex(bank))
+    assert fast == pytest.approx(exact, rel=1e-6)
+    with_own = leave_one_out_scores(feats, bank, np.full_like(ids, -10**9), grid, images, 9, index=ExactIndex(bank))
+    assert np.mean(np.asarray(exact) > np.asarray(with_own)) > 0.5      # the exclusion changed most scores
+    # the excluded rows come back for the next search
+    own = np.flatnonzero(ids // 256 == 0)
+    _, found = index.search(bank[own[:5]], k=1)
+    assert found[:, 0].tolist() == own[:5].tolist()
+    _, found = index.search(bank[own[:5]], k=3, exclude=own)
+    assert not set(found.ravel().tolist()) & set(own.tolist())
+    assert isinstance(leave_one_out_index(bank[:100]), ExactIndex)          # small banks: exact search
 
 
 @pytest.fixture(scope="module")
