@@ -65,7 +65,7 @@ class TrainConfig:
     part_only: bool | None = None         # score only patches on the part; None: yes in pad mode
     holdout: float = 0.0                  # share of train/good kept out of the bank (0: every good image in the bank)
     max_false_alarm: float = 0.01         # threshold target on the training goods' leave-one-out scores
-    threshold_images: int = 200           # at most this many bank images are scored leave-one-out for the threshold
+    threshold_images: int = 1000          # at most this many bank images are scored leave-one-out for the threshold
     seed: int = 0
     batch_size: int = 8
     exclude: list[str] = field(default_factory=list)  # extra provenance, e.g. few-shot anomalies used
