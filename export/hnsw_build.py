@@ -26,9 +26,7 @@ INDEX_MODES = ("exact", "hnsw", "auto")
 M_GRID = (8, 16, 32)
 EF_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 EF_CONSTRUCTION = 200
-REFINE_TOP = 16          # patches searched again exactly per image (doubled until the maximum is certain) ...
-REFINE_QUANTILE = 75     # ... in the sweep; the model dir's first pass holds what this share of its images needed
-REFINE_STEP = 16
+REFINE_TOP = 16          # patches searched again exactly per image (doubled until the maximum is certain)
 AUTO_RULE = ("auto: HNSW when its fastest setting that meets the recall@1 and image-score targets on the held-out "
              "patches searches an image faster than exact search, timed the same way at export; else exact")
 
@@ -57,15 +55,11 @@ class _SearchPass:
     search_ids: np.ndarray    # the index's own rows, before refinement
     scores: np.ndarray        # Eq. 7 image score per image
     per_image_ms: np.ndarray  # search time per image (index + refinement)
-    refined: np.ndarray       # patches searched again exactly, per image
+    refined_per_image: float  # patches searched again exactly, on average
 
     @property
     def ms_per_image(self) -> float:
         return float(np.median(self.per_image_ms))
-
-    @property
-    def refined_per_image(self) -> float:
-        return float(np.mean(self.refined))
 
     def retimed(self, other: "_SearchPass") -> "_SearchPass":
         """This pass with each image's time the better of this pass's and ``other``'s."""
@@ -78,7 +72,7 @@ def _search_all(index: NeighbourIndex, patch_sets: list[tuple], grid, bank, b: i
     done = [score_patches(patches, grid, index, bank, b, cells, exact, refine_top) for patches, cells in patch_sets]
     return _SearchPass(np.concatenate([s.nearest for s in done]), np.concatenate([s.nearest_ids for s in done]),
                        np.concatenate([s.search_ids for s in done]), np.array([s.image_score for s in done]),
-                       np.array([s.timings["search"] for s in done]), np.array([s.refined for s in done]))
+                       np.array([s.timings["search"] for s in done]), float(np.mean([s.refined for s in done])))
 
 
 def _accuracy(exact: _SearchPass, approx: _SearchPass) -> dict:
@@ -93,19 +87,6 @@ def _accuracy(exact: _SearchPass, approx: _SearchPass) -> dict:
             "rel_dist_error_mean": float(rel.mean()), "rel_dist_error_p99": float(np.quantile(rel, 0.99)),
             "rel_dist_error_max": float(rel.max()), "image_score_max_rel_change": float(score_rel.max()),
             "refined_patches_per_image": round(approx.refined_per_image, 1)}
-
-
-def first_refine_pass(refined: np.ndarray, sweep_top: int = REFINE_TOP) -> int:
-    """How many top patches a check searches exactly in its first pass: what ``REFINE_QUANTILE`` % of the
-    sweep's images needed (``refined``: per image, first pass ``sweep_top``), rounded up to ``REFINE_STEP``.
-    The image score is exact whatever this is; a pass too small costs another pass over the bank.
-
-    Example::
-
-        first_refine_pass(np.array([16, 54, 73, 86]))     # 80
-    """
-    need = float(np.percentile(refined, REFINE_QUANTILE)) if len(refined) else sweep_top
-    return int(max(sweep_top, REFINE_STEP * np.ceil(need / REFINE_STEP)))
 
 
 def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
@@ -152,7 +133,7 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
             rows.append(row)
             if row["meets_targets"]:
                 if best is None or row["search_ms_per_image"] < best[0]["search_ms_per_image"]:
-                    best = (row, index, ef, approx)
+                    best = (row, index, ef)
                 break                       # larger ef only costs time
     report = {"targets": asdict(targets), "n_images": len(embeddings), "n_queries": int(exact.dists.size),
               "exact_search_ms_per_image": round(exact.ms_per_image, 3), "sweep": rows}
@@ -165,17 +146,14 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                              f"use --index exact or loosen --hnsw-min-recall/--hnsw-max-score-change")
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
                                            "reason": "no HNSW setting met the targets", "measurement": report})
-    row, index, ef, approx = best
+    row, index, ef = best
     index.ef = ef
     if mode == "auto" and row["search_ms_per_image"] >= exact.ms_per_image:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
                                            "reason": f"exact {exact.ms_per_image:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "
                                                      f"ms per image", "measurement": report})
     block = {"type": "hnsw", "file": "index.hnsw", "space": "l2", "M": row["M"],
-             "ef_construction": ef_construction, "ef": ef, "refine_top": first_refine_pass(approx.refined, refine_top),
-             "refine_top_rule": f"the {REFINE_QUANTILE}th percentile of the patches the sweep's images searched "
-                                f"again exactly (first pass {refine_top}), rounded up to {REFINE_STEP}: one pass "
-                                f"for most frames, since each pass reads the whole bank",
+             "ef_construction": ef_construction, "ef": ef, "refine_top": refine_top,
              "chosen_by": AUTO_RULE if mode == "auto" else "--index hnsw: fastest setting meeting the targets",
              "measured": {k: row[k] for k in ("recall_at_1", "recall_at_1_before_refinement",
                                               "rel_dist_error_mean", "rel_dist_error_p99", "rel_dist_error_max",

@@ -73,21 +73,6 @@ def test_refinement_makes_the_maximum_exact():
     assert 4 <= n < 200                     # doubled until certain, without searching everything
 
 
-def test_the_first_refinement_pass_is_sized_from_what_the_sweep_images_needed():
-    from apc_edge.export.hnsw_build import first_refine_pass
-
-    assert first_refine_pass(np.array([16, 54, 73, 86])) == 80        # 75th percentile 76.25, rounded up
-    assert first_refine_pass(np.array([16, 16, 17])) == 32
-    assert first_refine_pass(np.array([3, 4])) == 16                  # never below the sweep's first pass
-    # any first pass gives the same exact maximum
-    bank, q = clustered(400, 8, 3), clustered(200, 8, 4) * 1.5
-    factor = np.where(np.random.default_rng(5).random(200) < 0.3, 3.0, 1.0).astype(np.float32)
-    d0, i0 = InflatingIndex(bank, factor).search(q)
-    maxima = {top: refine_top_patches(q, d0[:, 0], i0[:, 0], ExactIndex(bank), top=top)[0].max()
-              for top in (1, 16, 80)}
-    assert len(set(maxima.values())) == 1
-
-
 def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
     m = json.loads((model_dir_hnsw / "manifest.json").read_text())
     assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "index.hnsw"}
@@ -97,8 +82,6 @@ def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
         assert isinstance(idx[key], int)
     assert idx["measured"]["recall_at_1"] >= 0.9
     assert idx["measurement"]["sweep"] and "exact_search_ms_per_image" in idx["measurement"]
-    # the first refinement pass holds what most sweep images needed, never less than the sweep's own
-    assert idx["refine_top"] >= 16 and idx["refine_top"] % 16 == 0 and "percentile" in idx["refine_top_rule"]
     assert m["threshold"]["computed_with"]["index"] == "hnsw"
 
 
