@@ -122,24 +122,30 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
     largest exactly-searched distance is at least every distance not yet searched
     exactly, it is the true maximum: the image score (and the map's hottest
     patches) are exact while the other patches keep their approximate distances.
-    Starts with the ``top`` highest and doubles until certain. ``exclude``: bank rows neither search may
-    return (leave-one-out). Returns new ``(dist, ids, n_refined)``.
+    Starts with the ``top`` highest; when no more than that many patches then still have an
+    approximate distance above the largest exact one, one more pass searches exactly those (the
+    maximum can only rise, so that settles it), else the count doubles. ``exclude``: bank rows neither
+    search may return (leave-one-out). Returns new ``(dist, ids, n_refined)``.
     """
     dist, ids = np.array(dist, np.float32), np.array(ids, np.int64)
     refined = np.zeros(dist.size, bool)
     want = max(1, int(top))
+    todo = np.argsort(-dist, kind="stable")[:want]
     while True:
-        order = np.argsort(-dist, kind="stable")
-        todo = order[:want][~refined[order[:want]]]
         if todo.size:
             d, j = exact.search(patches[todo], k=1) if exclude is None else \
                 exact.search(patches[todo], k=1, exclude=exclude)
             dist[todo], ids[todo] = d[:, 0], j[:, 0]
             refined[todo] = True
-        rest = dist[~refined]
-        if rest.size == 0 or dist[refined].max() >= rest.max():
+        above = np.flatnonzero(~refined & (dist > dist[refined].max()))
+        if above.size == 0:
             return dist, ids, int(refined.sum())
-        want *= 2
+        if above.size <= want:
+            todo = above
+        else:
+            want *= 2
+            order = np.argsort(-dist, kind="stable")[:want]
+            todo = order[~refined[order]]
 
 
 def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIndex, bank: np.ndarray,

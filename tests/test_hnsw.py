@@ -71,6 +71,10 @@ def test_refinement_makes_the_maximum_exact():
     assert d.max() == pytest.approx(ref_d.max(), rel=1e-5)
     assert int(np.argmax(d)) == int(np.argmax(ref_d[:, 0]))
     assert 4 <= n < 200                     # doubled until certain, without searching everything
+    # any first pass finds the same, true maximum
+    for top in (1, 16, 80):
+        assert refine_top_patches(q, d0[:, 0], i0[:, 0], ExactIndex(bank), top=top)[0].max() == \
+            pytest.approx(ref_d.max(), rel=1e-5)
 
 
 def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
