@@ -224,7 +224,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             guard_known = (known or [None] * len(goods)) + [None] * (len(anomalies) + len(extra))
             attempts, ref_emb = [], None
             # the guard scores goods leave-one-out: through HNSW first on a large bank (exact image scores)
-            ref_pipeline = Pipeline(None, bank, leave_one_out_index(bank), b)
+            ref_index = leave_one_out_index(bank)
             candidates = _int8_attempts(opts)
             for k, attempt_opts in enumerate(candidates):
                 with clock("graph and quantization"):
@@ -245,9 +245,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                 with clock("bank re-embedding"):
                     final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
                 with clock("guard scoring"):
-                    ref_pipeline.backend = reference
-                    final_pipeline = Pipeline(final, final_bank, leave_one_out_index(final_bank), b)
-                    guard = compare_pipelines(ref_pipeline, final_pipeline, pre, guard_set, n_good=len(goods),
+                    guard = compare_pipelines(
+                        Pipeline(reference, bank, ref_index, b),
+                        Pipeline(final, final_bank, leave_one_out_index(final_bank), b), pre, guard_set,
+                        n_good=len(goods),
                         threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
                         n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb),
                         reference_scores=guard_known)
@@ -319,9 +320,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
                 # leave-one-out (or the one image's shifted copies) with this graph and bank: exact image
                 # scores (leave_one_out_index refines HNSW's maximum exactly)
-                good_scores = guard_good_scores if guard_good_scores is not None and opts.bank_dtype == "float32" \
-                    else None
-                if good_scores is None:
+                if guard_good_scores is not None and opts.bank_dtype == "float32":
+                    good_scores = guard_good_scores
+                else:
                     loo_index = leave_one_out_index(used_bank)
                     good_scores = [score_embedding(e, loo_index, used_bank, b, region=r, exclude=x).image_score
                                    for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
