@@ -214,12 +214,16 @@ class Preprocessor:
     def batch(self, frames: list[np.ndarray]) -> np.ndarray:
         """Preprocess several frames into one (N, 3, H, W) float32 array: the frame is resized once (to the
         model input, INTER_AREA when shrinking), then one OpenCV call swaps BGR to RGB, subtracts the mean,
-        divides by the standard deviation (both in 0..255 units: the same as /255 first) and lays it out NCHW."""
+        divides by the standard deviation (both in 0..255 units: the same as /255 first) and lays it out NCHW,
+        straight into the output (a fresh 3 MB buffer per frame, then copied, cost 2 ms at 512x512)."""
         out = np.empty((len(frames), 3, *self.input_hw), dtype=np.float32)
         params = self._blob_params()
         for i, frame in enumerate(frames):
             bgr = self._to_bgr_resized(self.to_8bit(validate_frame(frame, max_pixels=None)))  # caller sets the limit
-            out[i] = cv2.dnn.blobFromImageWithParams(bgr, params)[0]
+            view = out[i:i + 1]
+            blob = cv2.dnn.blobFromImageWithParams(bgr, view, params)
+            if not np.may_share_memory(blob, view):    # an OpenCV that allocated a blob of its own
+                view[...] = blob
         return out
 
     def normalize_rgb(self, rgb: np.ndarray) -> np.ndarray:

@@ -30,6 +30,18 @@ def test_matches_manual_computation():
     np.testing.assert_allclose(x[0], expected, rtol=1e-6, atol=1e-6)
 
 
+def test_batch_writes_every_frame_into_its_own_slot():
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(3)]
+    batch = PRE.batch(frames)
+    assert batch.shape == (3, 3, 64, 80)
+    for frame, x in zip(frames, batch):
+        rgb = frame[:, :, ::-1].astype(np.float32) / 255.0
+        expected = ((rgb - np.array(PRE.mean, np.float32)) / np.array(PRE.std, np.float32)).transpose(2, 0, 1)
+        np.testing.assert_allclose(x, expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(x, PRE(frame)[0])
+
+
 def test_mono_frame_equals_grey_bgr_frame():
     rng = np.random.default_rng(1)
     mono = rng.integers(0, 256, (120, 150), dtype=np.uint8)
