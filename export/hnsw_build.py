@@ -4,7 +4,7 @@ For each M (one build each) and each ef, score the held-out images with the
 runtime's own scorer (:func:`apc_edge.scoring.score_patches`: HNSW, then the
 top patches again exactly) and compare with exact search: recall@1, relative distance error, the largest
 relative change of the Eq. 7 image score, and the per-image search time. The
-fastest setting meeting the targets wins; ``auto`` keeps exact search unless
+fastest setting meeting the targets wins (see ``_better``); ``auto`` keeps exact search unless
 that HNSW setting is also faster than exact search measured the same way.
 
 Example::
@@ -27,8 +27,11 @@ M_GRID = (8, 16, 32)
 EF_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 EF_CONSTRUCTION = 200
 REFINE_TOP = 16          # patches searched again exactly per image (doubled until the maximum is certain)
+TIME_TIE = 0.05          # sweep times this close count as equal (see _better)
+BUILDS = 4               # graphs built of the chosen setting; the best is kept (see choose_index)
 AUTO_RULE = ("auto: HNSW when its fastest setting that meets the recall@1 and image-score targets on the held-out "
-             "patches searches an image faster than exact search, timed the same way at export; else exact")
+             "patches (within 5 %: the one refining fewer patches; of four builds, the best) searches an image "
+             "faster than exact search, timed the same way at export; else exact")
 
 
 @dataclass(frozen=True)
@@ -89,13 +92,25 @@ def _accuracy(exact: _SearchPass, approx: _SearchPass) -> dict:
             "refined_patches_per_image": round(approx.refined_per_image, 1)}
 
 
+def _better(row: dict, other: dict) -> bool:
+    """Whether sweep row ``row`` beats ``other``: faster by more than ``TIME_TIE`` (the sweep's timing noise),
+    or as fast within it and refining fewer patches. The sweep searches one bank over and over, warm in the
+    cache, while a check reads it cold after the backbone ran, so each exact pass costs more there (bottle,
+    M=8 against M=16: 33.1 against 33.3 ms here, 133 against 53 refined patches an image)."""
+    fast, slow = row["search_ms_per_image"], other["search_ms_per_image"]
+    if fast < (1 - TIME_TIE) * slow or fast > (1 + TIME_TIE) * slow:
+        return fast < slow
+    return row["refined_patches_per_image"] < other["refined_patches_per_image"]
+
+
 def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
                  targets: HnswTargets = HnswTargets(), m_grid=M_GRID, ef_grid=EF_GRID,
                  ef_construction: int = EF_CONSTRUCTION, seed: int = 0, refine_top: int = REFINE_TOP,
-                 max_images: int = 32, regions: list | None = None) -> IndexChoice:
+                 max_images: int = 32, regions: list | None = None, builds_per_setting: int = BUILDS) -> IndexChoice:
     """Measure exact vs HNSW settings on ``embeddings`` (held-out images, (D, h, w) each) and pick per ``mode``.
 
     ``regions`` (one per embedding, or ``None``): the patch cells the runtime scores (pad mode: the part).
+    ``builds_per_setting``: graphs built of the winning setting, seeds ``seed`` on; the best (``_better``) is kept.
     """
     if mode not in INDEX_MODES:
         raise ValueError(f"unknown index mode {mode!r}; choose one of {', '.join(INDEX_MODES)}")
@@ -132,7 +147,7 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                    "search_ms_per_image": round(approx.ms_per_image, 3), **accuracy, "meets_targets": meets}
             rows.append(row)
             if row["meets_targets"]:
-                if best is None or row["search_ms_per_image"] < best[0]["search_ms_per_image"]:
+                if best is None or _better(row, best[0]):
                     best = (row, index, ef)
                 break                       # larger ef only costs time
     report = {"targets": asdict(targets), "n_images": len(embeddings), "n_queries": int(exact.dists.size),
@@ -148,6 +163,24 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                                            "reason": "no HNSW setting met the targets", "measurement": report})
     row, index, ef = best
     index.ef = ef
+    # graphs of one setting differ from build to build (random levels, threaded insertion), and on a bank with a
+    # poorly connected part so does the refinement their searches need (bottle, M=16 ef=8, four builds: 19 to 48
+    # patches an image here, 22 to 65 on test frames): the chosen setting is built again and the best kept
+    kept_seed, builds = seed, [{"seed": seed, "search_ms_per_image": row["search_ms_per_image"],
+               "refined_patches_per_image": row["refined_patches_per_image"]}]
+    for other_seed in range(seed + 1, seed + builds_per_setting):
+        candidate = HnswIndex.build(bank, M=row["M"], ef_construction=ef_construction, ef=ef, seed=other_seed)
+        approx = _search_all(candidate, patch_sets, grid, bank, num_neighbours, exact_index, refine_top)
+        approx = approx.retimed(_search_all(candidate, patch_sets, grid, bank, num_neighbours, exact_index, refine_top))
+        accuracy = _accuracy(exact, approx)
+        builds.append({"seed": other_seed, "search_ms_per_image": round(approx.ms_per_image, 3),
+                       "refined_patches_per_image": accuracy["refined_patches_per_image"]})
+        if (accuracy["recall_at_1"] >= targets.min_recall
+                and accuracy["image_score_max_rel_change"] <= targets.max_score_change
+                and _better({"search_ms_per_image": approx.ms_per_image, **accuracy}, row)):
+            row = {**row, "search_ms_per_image": round(approx.ms_per_image, 3), **accuracy}
+            index, kept_seed = candidate, other_seed
+    report["builds"], report["kept_build_seed"] = builds, kept_seed
     if mode == "auto" and row["search_ms_per_image"] >= exact.ms_per_image:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
                                            "reason": f"exact {exact.ms_per_image:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "
