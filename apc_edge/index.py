@@ -18,7 +18,6 @@ portable build.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +74,7 @@ class ExactIndex(NeighbourIndex):
     From ``AUGMENT_FROM`` queries on, the bank is kept once more as rows ``[b, |b|^2]`` and the queries as
     ``[-2q, 1]``, so one matrix product per block gives ``|b|^2 - 2 q.b`` with no elementwise passes over
     it (1.7x on 4096 queries against 40 000 rows, 1.4x on a leave-one-out image). A check with an HNSW
-    index refines at most a few dozen patches exactly and never builds that copy. Fewer queries than
-    that are searched by ``threads`` workers, each over its own share of the bank's rows (numpy's BLAS
-    runs single-threaded beside hnswlib, and one thread does not reach the memory bandwidth a pass over
-    the bank needs): 2.7 -> 1.5 ms for 16 queries against 40 000 rows on 2 cores.
-
-    Example::
-
-        exact = ExactIndex(bank, threads=2)
-        dist, ids = exact.search(queries[:16], k=1)
+    index refines at most a few dozen patches exactly and never builds that copy.
     """
 
     name = "exact"
@@ -91,7 +82,7 @@ class ExactIndex(NeighbourIndex):
     QUERY_CHUNK = 2048      # queries per pass
     BANK_CHUNK = 4096       # bank rows per block: the temporary is at most 32 MB
 
-    def __init__(self, bank: np.ndarray, chunk: int | None = None, threads: int = 1):
+    def __init__(self, bank: np.ndarray, chunk: int | None = None):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"memory bank must be a non-empty (N, D) array, got shape {bank.shape}")
         bank = np.asarray(bank, dtype=np.float32)
@@ -100,9 +91,7 @@ class ExactIndex(NeighbourIndex):
         self.bank = bank if bank.flags.c_contiguous or bank.flags.f_contiguous else np.ascontiguousarray(bank)
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
         self.chunk = int(chunk or self.BANK_CHUNK)
-        self.threads = max(1, int(threads))
         self._augmented: np.ndarray | None = None
-        self._workers: ThreadPoolExecutor | None = None
 
     @property
     def size(self) -> int:
@@ -130,22 +119,6 @@ class ExactIndex(NeighbourIndex):
         if k < 1:
             raise ValueError("nothing left to search: every bank row is excluded")
         q_sq = np.einsum("ij,ij->i", q, q)[:, None]
-        shares = min(self.threads, -(-self.size // self.chunk)) if q.shape[0] < self.AUGMENT_FROM else 1
-        if shares > 1:
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="apc-exact")
-            bounds = np.linspace(0, self.size, shares + 1).round().astype(int)
-            found = list(self._workers.map(lambda a, b: self._scan(q, k, exclude, a, b), bounds[:-1], bounds[1:]))
-            best_d, best_i = found[0]
-            for cand_d, cand_i in found[1:]:
-                best_d, best_i = _keep_nearest(best_d, best_i, cand_d, cand_i, k)
-        else:
-            best_d, best_i = self._scan(q, k, exclude, 0, self.size)
-        return np.sqrt(np.maximum(best_d + q_sq, 0.0)), best_i
-
-    def _scan(self, q: np.ndarray, k: int, exclude: np.ndarray | None, first: int,
-              stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k smallest ``|b|^2 - 2 q.b`` of bank rows ``first:stop`` and their row ids, block by block."""
         if q.shape[0] >= self.AUGMENT_FROM:
             bank_rows = self._augmented_bank()
             q_rows = np.empty((q.shape[0], q.shape[1] + 1), np.float32)
@@ -160,38 +133,32 @@ class ExactIndex(NeighbourIndex):
                 d2 *= -2.0
                 d2 += self.bank_sq[None, start:stop]
                 return d2
-        best_d = best_i = None
-        for start in range(first, stop, self.chunk):
-            d2 = partial_d2(start, min(stop, start + self.chunk))     # |b|^2 - 2 q.b
+        best_d = np.full((q.shape[0], k), np.inf, np.float32)
+        best_i = np.zeros((q.shape[0], k), np.int64)
+        for start in range(0, self.size, self.chunk):
+            d2 = partial_d2(start, min(self.size, start + self.chunk))     # |b|^2 - 2 q.b
             if exclude is not None:
                 cols = exclude[(exclude >= start) & (exclude < start + d2.shape[1])] - start
                 d2[:, cols] = np.inf
-            if d2.shape[1] > k:
-                j = np.argmin(d2, axis=1)[:, None] if k == 1 else np.argpartition(d2, k, axis=1)[:, :k]
+            if k == 1:
+                j = np.argmin(d2, axis=1)[:, None]
             else:
-                j = np.broadcast_to(np.arange(d2.shape[1]), (q.shape[0], d2.shape[1]))
-            cand_d, cand_i = np.take_along_axis(d2, j, axis=1), j + start
-            best_d, best_i = (cand_d, cand_i) if best_d is None else _keep_nearest(best_d, best_i, cand_d, cand_i, k)
-        if best_d.shape[1] < k:                     # fewer rows here than k: pad with nothing found
-            pad = k - best_d.shape[1]
-            best_d = np.concatenate([best_d, np.full((q.shape[0], pad), np.inf, np.float32)], axis=1)
-            best_i = np.concatenate([best_i, np.zeros((q.shape[0], pad), np.int64)], axis=1)
-        if k > 1:                                   # one block's argpartition is not in order
-            order = np.argsort(best_d, axis=1, kind="stable")
-            best_d, best_i = np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
-        return best_d, best_i.astype(np.int64, copy=False)
-
-
-def _keep_nearest(best_d: np.ndarray, best_i: np.ndarray, cand_d: np.ndarray, cand_i: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest of two (distances, ids) candidate sets, per query, ascending."""
-    if k == 1 and best_d.shape[1] == 1 and cand_d.shape[1] == 1:
-        better = cand_d[:, 0] < best_d[:, 0]
-        return np.where(better[:, None], cand_d, best_d), np.where(better[:, None], cand_i, best_i)
-    merged_d = np.concatenate([best_d, cand_d], axis=1)
-    merged_i = np.concatenate([best_i, cand_i], axis=1)
-    order = np.argsort(merged_d, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(merged_d, order, axis=1), np.take_along_axis(merged_i, order, axis=1)
+                j = np.argpartition(d2, min(k, d2.shape[1] - 1), axis=1)[:, :k] if d2.shape[1] > k else \
+                    np.broadcast_to(np.arange(d2.shape[1]), (q.shape[0], d2.shape[1]))
+            cand_d = np.take_along_axis(d2, j, axis=1) + q_sq
+            if start == 0 and k == 1:
+                best_d, best_i = cand_d, j.astype(np.int64)
+                continue
+            if k == 1:
+                better = cand_d[:, 0] < best_d[:, 0]
+                best_d[better], best_i[better] = cand_d[better], j[better] + start
+                continue
+            merged_d = np.concatenate([best_d, cand_d], axis=1)
+            merged_i = np.concatenate([best_i, j + start], axis=1)
+            order = np.argsort(merged_d, axis=1, kind="stable")[:, :k]
+            best_d = np.take_along_axis(merged_d, order, axis=1)
+            best_i = np.take_along_axis(merged_i, order, axis=1)
+        return np.sqrt(np.maximum(best_d, 0.0)), best_i
 
 
 class HnswIndex(NeighbourIndex):

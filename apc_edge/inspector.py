@@ -89,16 +89,12 @@ class Inspector:
         # refinement compares a few patches with every bank row: column-major, a block of rows is one contiguous
         # operand (16 patches against 40 000 rows: 7.3-8.3 -> 4.9-5.2 ms); scores equal to float32 rounding
         self.bank = np.asfortranarray(model.bank) if self.index.approximate else model.bank
+        self._exact = ExactIndex(self.bank) if self.index.approximate else None
         if plan is not None:
             plan = self.thread_plan = resolve_blas(plan, exact_search=not self.index.approximate)
             self.threads = {**plan.describe(), "in_effect": apply_thread_plan(plan)}
         else:
             self.thread_plan, self.threads = None, {"plan": None}
-        # with BLAS on one thread, the refinement's passes over the bank are split among the index's threads
-        refine_threads = plan.hnsw if plan is not None and plan.blas == 1 and plan.hnsw > 0 else 1
-        self._exact = ExactIndex(self.bank, threads=refine_threads) if self.index.approximate else None
-        if self._exact is not None and plan is not None:
-            self.threads["refinement"] = refine_threads
         self.backend: Backend = model.backend
         self.threshold_limit = model.threshold_limit
         t = m.threshold
