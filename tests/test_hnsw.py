@@ -101,18 +101,6 @@ def test_eq7_neighbourhood_is_searched_exactly_with_an_approximate_index():
     assert approx.image_score == pytest.approx(exact.image_score, rel=1e-5)
 
 
-@pytest.mark.parametrize("k, excluded", [(1, None), (9, None), (1, 300), (9, 300)])
-def test_exact_search_split_among_threads_equals_one_thread(k, excluded):
-    bank, q = clustered(9000, 16, 8), clustered(40, 16, 9)
-    exclude = None if excluded is None else np.random.default_rng(10).choice(9000, excluded, replace=False)
-    one = ExactIndex(bank, chunk=1000).search(q, k, exclude)
-    split = ExactIndex(bank, chunk=1000, threads=3).search(q, k, exclude)
-    np.testing.assert_array_equal(split[1], one[1])
-    np.testing.assert_allclose(split[0], one[0], rtol=1e-6)
-    if exclude is not None:
-        assert not np.isin(split[1], exclude).any()
-
-
 def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
     m = json.loads((model_dir_hnsw / "manifest.json").read_text())
     assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "index.hnsw"}
