@@ -40,6 +40,21 @@ def read_bank(data: bytes | bytearray, where: str, embedding_dim: int) -> tuple[
 
 def _header(data: bytes | bytearray, where: str, dim: int) -> tuple[int, np.dtype, int]:
     """Rows, dtype and data offset from the ``.npy`` header, checked against the bytes present."""
+    shape, dtype, offset = read_npy_header(data, where, DTYPES, "a memory bank is little-endian float32 or float16",
+                                           "the bank")
+    if len(shape) != 2 or shape[1] != dim:
+        raise ModelDirError(f"{where}: memory bank shape {tuple(shape)} does not match (rows, embedding_dim "
+                            f"{dim}) from the manifest")
+    rows = int(shape[0])
+    if rows < 1:
+        raise ModelDirError(f"{where}: the memory bank has no rows; it needs at least one")
+    return rows, dtype, offset
+
+
+def read_npy_header(data: bytes | bytearray, where: str, dtypes, allowed: str,
+                    what: str = "the array") -> tuple[tuple, np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a C-order ``.npy`` file whose dtype is one of ``dtypes`` and whose
+    header promises exactly the bytes present; ``allowed`` (which dtypes) and ``what`` name them in messages."""
     fh = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fh)
@@ -51,19 +66,14 @@ def _header(data: bytes | bytearray, where: str, dim: int) -> tuple[int, np.dtyp
             raise ValueError(f"npy format version {version[0]}.{version[1]} is not read (1.0 or 2.0 only)")
     except Exception as exc:    # numpy's header parser raises ValueError, SyntaxError, tokenize.TokenError, ...
         raise ModelDirError(f"cannot read array {where}: not a valid .npy header ({exc})") from None
-    if dtype not in DTYPES:
-        raise ModelDirError(f"cannot read array {where}: dtype {dtype} is not allowed; a memory bank is "
-                            f"little-endian float32 or float16 (never an object array, which needs pickle)")
+    if dtype not in dtypes:
+        raise ModelDirError(f"cannot read array {where}: dtype {dtype} is not allowed; {allowed} (never an "
+                            f"object array, which needs pickle)")
     if fortran:
-        raise ModelDirError(f"{where}: the bank must be stored in C order, the header says Fortran order")
-    if len(shape) != 2 or shape[1] != dim:
-        raise ModelDirError(f"{where}: memory bank shape {tuple(shape)} does not match (rows, embedding_dim "
-                            f"{dim}) from the manifest")
-    rows, offset = int(shape[0]), fh.tell()
-    if rows < 1:
-        raise ModelDirError(f"{where}: the memory bank has no rows; it needs at least one")
-    expected = rows * dim * dtype.itemsize
+        raise ModelDirError(f"{where}: {what} must be stored in C order, the header says Fortran order")
+    offset = fh.tell()
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if expected != len(data) - offset:
-        raise ModelDirError(f"{where}: header claims {rows} x {dim} {DTYPES[dtype]} ({expected} bytes) but the "
-                            f"file holds {len(data) - offset} bytes of data")
-    return rows, dtype, offset
+        raise ModelDirError(f"{where}: header claims {' x '.join(str(n) for n in shape)} {dtype.name} ({expected} "
+                            f"bytes) but the file holds {len(data) - offset} bytes of data")
+    return tuple(int(n) for n in shape), dtype, offset

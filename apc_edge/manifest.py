@@ -91,11 +91,13 @@ class GraphSpec:
 
 @dataclass(frozen=True)
 class BankSpec:
-    """``memory_bank``: the ``.npy`` file; ``rows``/``dtype`` as recorded (None: not recorded)."""
+    """``memory_bank``: the ``.npy`` file; ``rows``/``dtype`` as recorded (None: not recorded); ``neighbours``:
+    the table of each row's nearest rows (Eq. 7, :mod:`apc_edge.bank_neighbours`; None: searched per check)."""
 
     file: str
     rows: int | None
     dtype: str | None
+    neighbours: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def parse_manifest(raw: object, path: str | Path, threshold_required: bool = Tru
     preprocessor = validate_preprocess(top.block("preprocess"))
     bank_block, index_block, scoring_block = top.block("memory_bank"), top.block("index"), top.block("scoring")
     bank = BankSpec(file=bank_block.file_name("file", files), rows=bank_block.int("size", 1, None, default=None),
-                    dtype=bank_block.choice("dtype", BANK_DTYPES, default=None))
+                    dtype=bank_block.choice("dtype", BANK_DTYPES, default=None),
+                    neighbours=bank_block.file_name("neighbours", files, default=None))
     index = _index(index_block, files)
     scoring = ScoringSpec(num_neighbours=scoring_block.int("num_neighbours", 1, None),
                           map_sigma=scoring_block.number("map_sigma", 0.0, MAX_MAP_SIGMA),
@@ -516,8 +519,11 @@ class _Block:
             raise self.error(name, "must be true or false", v)
         return v
 
-    def file_name(self, name: str, files: dict) -> str:
-        return self.file_name_value(self._get(name, _REQUIRED), name, files)
+    def file_name(self, name: str, files: dict, default: object = _REQUIRED) -> str:
+        value = self._get(name, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        return self.file_name_value(value, name, files)
 
     def file_name_value(self, value: object, name: str, files: dict) -> str:
         check_file_name(value, self._key(name), self.where)

@@ -25,6 +25,7 @@ import numpy as np
 from . import graph_probe
 from .backends import Backend, open_backend
 from .bank_file import read_bank
+from .bank_neighbours import read_bank_neighbours
 from .hnsw_file import check_index
 from .index import ExactIndex, HnswIndex, MissingLibrary, NeighbourIndex
 from .threads import ThreadPlan
@@ -44,6 +45,7 @@ class ModelDir:
     index: NeighbourIndex
     backend: Backend
     threshold_limit: float
+    bank_neighbours: np.ndarray | None = None    # (N, >= b) int32: Eq. 7's neighbourhoods (None: searched)
 
 
 def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "manifest",
@@ -54,10 +56,14 @@ def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "man
     and the HNSW index's thread counts (None: the libraries' defaults)."""
     m = read_manifest(model_dir, threshold_required=require_threshold)
     hnsw = m.index.type == "hnsw" and index == "manifest"
+    neighbours_file = m.memory_bank.neighbours
     blobs = read_verified(m.model_dir, m.files, keep={m.memory_bank.file, *m.graph.files,
-                                                      *([m.index.file] if hnsw else [])})
+                                                      *([m.index.file] if hnsw else []),
+                                                      *([neighbours_file] if neighbours_file else [])})
     bank, dtype, max_norm = read_bank(blobs.pop(m.memory_bank.file), _where(m, m.memory_bank.file), m.embedding_dim)
     _check_bank_fields(m, bank, dtype)
+    neighbours = (read_bank_neighbours(blobs.pop(neighbours_file), _where(m, neighbours_file), bank.shape[0],
+                                       m.scoring.num_neighbours) if neighbours_file else None)
     limit = threshold_limit(max_norm)
     m = _check_threshold(m, limit, require_threshold)
     search = _open_hnsw(m, blobs.pop(m.index.file), bank) if hnsw else ExactIndex(bank)
@@ -65,7 +71,8 @@ def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "man
         search.threads = threads.hnsw
     backend = open_backend(m.graph, blobs, m.model_dir, device, threads=threads.backend if threads else 0)
     _check_graph(m, backend)
-    return ModelDir(manifest=m, bank=bank, index=search, backend=backend, threshold_limit=limit)
+    return ModelDir(manifest=m, bank=bank, index=search, backend=backend, threshold_limit=limit,
+                    bank_neighbours=neighbours)
 
 
 def load_manifest(model_dir: str | Path) -> Manifest:

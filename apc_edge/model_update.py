@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bank_neighbours import FILE_NAME as NEIGHBOURS_FILE, extend_bank_neighbours
 from .calibration.imagesets import collect_images
 from .calibration.thresholds import robust_good_threshold
 from .coreset import extend_coreset
@@ -235,13 +236,21 @@ def _write(model_dir: Path, out_dir: Path, inspector: Inspector, bank: np.ndarra
         for name in m.graph.files:
             shutil.copyfile(model_dir / name, tmp / name)
         dtype = m.memory_bank.dtype or "float32"
-        np.save(tmp / m.memory_bank.file, bank.astype(dtype), allow_pickle=False)
+        stored = bank.astype(dtype)
+        np.save(tmp / m.memory_bank.file, stored, allow_pickle=False)
         files = [*m.graph.files, m.memory_bank.file]
+        bank_block = {k: v for k, v in manifest["memory_bank"].items() if k != "neighbours"}
+        if m.scoring.num_neighbours > 1:     # the new rows change neighbourhoods: the table is made again
+            table = extend_bank_neighbours(inspector.bank_neighbours, stored.astype(np.float32),
+                                           len(inspector.bank), m.scoring.num_neighbours)
+            np.save(tmp / NEIGHBOURS_FILE, table, allow_pickle=False)
+            files.append(NEIGHBOURS_FILE)
+            bank_block["neighbours"] = NEIGHBOURS_FILE
         if index_report.get("type") == "hnsw":
             index.save(tmp / index_report["file"])
             files.append(index_report["file"])
-        manifest["memory_bank"] = {**manifest["memory_bank"], "size": int(len(bank)),
-                                   "source": f"{manifest['memory_bank'].get('source', '')}; "
+        manifest["memory_bank"] = {**bank_block, "size": int(len(bank)),
+                                   "source": f"{bank_block.get('source', '')}; "
                                              f"{report['rows_added']} rows added by an update"}
         manifest["index"] = index_report
         manifest["threshold"] = threshold

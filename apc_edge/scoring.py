@@ -43,19 +43,25 @@ class PatchScores:
 
 
 def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
-               num_neighbours: int, exclude: np.ndarray | None = None) -> float:
+               num_neighbours: int, exclude: np.ndarray | None = None,
+               neighbours: np.ndarray | None = None) -> float:
     """PatchCore Eq. 7: ``1 - exp(|m_test - m*|) / sum_{m in N_b(m*)} exp(|m_test - m|)``.
 
     ``N_b(m*)`` are the ``b`` bank patches nearest to ``m*`` (which include ``m*``).
     A test patch whose nearest bank patch sits in a dense neighbourhood gets a
-    weight near ``1 - 1/b``; one whose ``m*`` is isolated is damped.
+    weight near ``1 - 1/b``; one whose ``m*`` is isolated is damped. ``neighbours``: the bank's
+    table of each row's nearest rows (:mod:`apc_edge.bank_neighbours`), read instead of searching
+    ``index`` (not with ``exclude``, whose rows the table may hold).
     """
     if num_neighbours <= 1:
         return 1.0
-    m_star = bank[nearest_id]
-    _, neighbour_ids = (index.search(m_star[None, :], k=num_neighbours) if exclude is None else
-                        index.search(m_star[None, :], k=num_neighbours, exclude=exclude))
-    ids = neighbour_ids[0]
+    if neighbours is not None and exclude is None:
+        ids = np.asarray(neighbours[nearest_id][:num_neighbours], np.int64)
+    else:
+        m_star = bank[nearest_id]
+        _, neighbour_ids = (index.search(m_star[None, :], k=num_neighbours) if exclude is None else
+                            index.search(m_star[None, :], k=num_neighbours, exclude=exclude))
+        ids = neighbour_ids[0]
     ids = np.concatenate([[nearest_id], ids[ids != nearest_id]])[:num_neighbours]
     dists = np.linalg.norm(bank[ids].astype(np.float64) - test_patch.astype(np.float64), axis=1)
     shifted = np.exp(dists - dists.max())
@@ -83,7 +89,8 @@ def region_patches(embedding: np.ndarray, region: np.ndarray | None = None) -> t
 
 def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
                      index: NeighbourIndex, bank: np.ndarray, num_neighbours: int = 9,
-                     cells: np.ndarray | None = None, exclude: np.ndarray | None = None) -> PatchScores:
+                     cells: np.ndarray | None = None, exclude: np.ndarray | None = None,
+                     neighbours: np.ndarray | None = None) -> PatchScores:
     """Image score and patch map from each patch's nearest bank distance ``dist`` and row ``ids`` (n,).
 
     ``cells``: the flat grid cells the patches came from (default: all, in order). Elsewhere the map holds
@@ -93,7 +100,7 @@ def score_neighbours(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, gri
     """
     worst = int(np.argmax(dist))
     s_star = float(dist[worst])
-    weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours, exclude)
+    weight = eq7_weight(patches[worst], int(ids[worst]), bank, index, num_neighbours, exclude, neighbours)
     if cells is None:
         patch_map = dist.reshape(grid).astype(np.float32)
     else:
@@ -150,7 +157,8 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
 
 def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIndex, bank: np.ndarray,
                   num_neighbours: int = 9, cells: np.ndarray | None = None, exact: NeighbourIndex | None = None,
-                  refine_top: int = 16, exclude: np.ndarray | None = None) -> PatchScores:
+                  refine_top: int = 16, exclude: np.ndarray | None = None,
+                  neighbours: np.ndarray | None = None) -> PatchScores:
     """Score one image's patch rows (n, D) against the bank: the one scorer.
 
     ``grid``: the patch grid; ``cells``: the flat cells the rows came from (default: all, in order).
@@ -158,7 +166,8 @@ def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIn
     when not given) so the maximum is exact (:func:`refine_top_patches`), and Eq. 7's neighbourhood of
     that patch's bank row is searched in ``exact`` too (an HNSW graph can miss it for a row in a
     poorly connected corner of the bank: 3 of 32 bottle test images scored up to 0.07 off), so the image
-    score is exact search's. ``exclude``: bank rows that must not be matched, e.g. the rows that came
+    score is exact search's; with ``neighbours`` (the bank's neighbour table) that neighbourhood is read,
+    not searched. ``exclude``: bank rows that must not be matched, e.g. the rows that came
     from the image being scored, which scores a bank image as if it had been left out (an approximate
     index searches with them marked deleted). ``timings`` holds the stages in ms.
     """
@@ -171,7 +180,7 @@ def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIn
         dist, ids, refined = refine_top_patches(patches, dist, ids, exact, refine_top, exclude)
     t1 = time.perf_counter()
     eq7_index = exact if index.approximate else index
-    scores = score_neighbours(patches, dist, ids, grid, eq7_index, bank, num_neighbours, cells, exclude)
+    scores = score_neighbours(patches, dist, ids, grid, eq7_index, bank, num_neighbours, cells, exclude, neighbours)
     t2 = time.perf_counter()
     return replace(scores, nearest=dist, nearest_ids=ids, search_ids=search_ids, refined=refined,
                    timings={"search": (t1 - t0) * 1e3, "scoring": (t2 - t1) * 1e3})

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from apc_edge.backends import Backend, OnnxRuntimeBackend, OpenVINOBackend
+from apc_edge.bank_neighbours import FILE_NAME as NEIGHBOURS_FILE, compute_bank_neighbours
 from apc_edge.calibration.imagesets import (calibration_subset, collect_images, threshold_image_indexes,
                                             training_images)
 from apc_edge.calibration.thresholds import robust_good_threshold
@@ -301,6 +302,11 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             bank_block["image_score_max_rel_change_vs_float32"] = float(np.max(np.abs(s16 - s32) / np.abs(s32)))
         np.save(tmp / "memory_bank.npy", stored_bank, allow_pickle=False)
         files.append("memory_bank.npy")
+        if b > 1:
+            with clock("bank neighbours"):      # Eq. 7's neighbourhoods: read by each check, never searched
+                np.save(tmp / NEIGHBOURS_FILE, compute_bank_neighbours(used_bank, b), allow_pickle=False)
+            files.append(NEIGHBOURS_FILE)
+            bank_block["neighbours"] = NEIGHBOURS_FILE
 
         with clock("index choice"):
             choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions)

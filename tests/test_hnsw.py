@@ -101,9 +101,22 @@ def test_eq7_neighbourhood_is_searched_exactly_with_an_approximate_index():
     assert approx.image_score == pytest.approx(exact.image_score, rel=1e-5)
 
 
+def test_the_exported_neighbour_table_is_exact_search_and_scores_as_the_search_does(model_dir_hnsw,
+                                                                                    synthetic_category):
+    inspector = Inspector(model_dir_hnsw)
+    table, bank = inspector.bank_neighbours, inspector.bank
+    assert table is not None and table.shape == (len(bank), 9) and table.dtype == np.int32
+    _, ids = ExactIndex(np.ascontiguousarray(bank)).search(bank[:200], k=9)
+    np.testing.assert_array_equal(np.sort(table[:200], axis=1), np.sort(ids, axis=1))
+    frames = [load_image(s.path) for s in MVTecCategory(synthetic_category).test_samples()[::3]]
+    with_table = [inspector.raw_score(f) for f in frames]
+    inspector.bank_neighbours = None                    # Eq. 7 searched exactly instead
+    assert [inspector.raw_score(f) for f in frames] == pytest.approx(with_table, rel=1e-6)
+
+
 def test_hnsw_model_dir_lists_index_and_measurement(model_dir_hnsw):
     m = json.loads((model_dir_hnsw / "manifest.json").read_text())
-    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "index.hnsw"}
+    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "index.hnsw", "bank_neighbours.npy"}
     idx = m["index"]
     assert idx["type"] == "hnsw" and idx["file"] == "index.hnsw" and idx["space"] == "l2"
     for key in ("M", "ef_construction", "ef", "refine_top"):

@@ -167,7 +167,7 @@ def test_onnx_int8_and_fp16_exports(trained_run, tmp_path, synthetic_category, m
         guard=GuardTolerance(max_score_change=1.0)))
     m = json.loads((tmp_path / "onnx8" / "manifest.json").read_text())
     assert m["graph"]["precision"] == "int8" and "QDQ" in m["quantization"]["method"]
-    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy"}
+    assert set(m["files"]) == {"backbone.onnx", "memory_bank.npy", "bank_neighbours.npy"}
     q8, labels = scores(Inspector(tmp_path / "onnx8"), synthetic_category)
     f32, _ = scores(Inspector(model_dir_onnx), synthetic_category)
     np.testing.assert_allclose(q8[~labels], f32[~labels], rtol=1.0)

@@ -18,7 +18,7 @@ def model_copy(model_dir_onnx, tmp_path):
 
 def test_manifest_lists_every_file_with_sha256(model_dir_openvino):
     m = load_manifest(model_dir_openvino)
-    assert set(m["files"]) == {"backbone.xml", "backbone.bin", "memory_bank.npy"}
+    assert set(m["files"]) == {"backbone.xml", "backbone.bin", "memory_bank.npy", "bank_neighbours.npy"}
     assert all(len(h) == 64 for h in m["files"].values())
     assert m["graph"]["format"] == "openvino" and m["index"]["type"] == "exact"
     for key in ("preprocess", "patch_grid", "embedding_dim", "scoring", "threshold", "training", "backbone"):

@@ -119,6 +119,26 @@ def test_header_claiming_1e11_rows_is_refused_before_allocation(onnx):
     refused(onnx, r"memory_bank\.npy: header claims 100000000000 x \d+ float32 \(\d+ bytes\) but the file holds 4096")
 
 
+@pytest.mark.parametrize("damage, pattern", [
+    (lambda t: t.astype(np.int64), r"dtype int64 is not allowed; a neighbour table is little-endian int32"),
+    (lambda t: t[:-1], r"neighbour table shape \(\d+, \d+\) does not fit a bank of \d+ rows"),
+    (lambda t: t[:, :3], r"neighbour table shape \(\d+, 3\) does not fit a bank of \d+ rows and "
+                         r"scoring\.num_neighbours 9"),
+    (lambda t: np.where(t == t.max(), t.shape[0], t).astype(np.int32), r"neighbour ids must be bank rows 0\.\.\d+"),
+    (lambda t: t[:, ::-1].copy(), r"row 0 of the neighbour table does not start with its own id"),
+])
+def test_a_neighbour_table_that_is_not_the_banks_is_refused(onnx, damage, pattern):
+    table = np.load(onnx / "bank_neighbours.npy")
+    np.save(onnx / "bank_neighbours.npy", damage(table))
+    rehash(onnx)
+    refused(onnx, r"bank_neighbours\.npy: " + pattern)
+
+
+def test_a_neighbour_table_not_listed_in_files_is_refused(onnx):
+    edit(onnx, lambda m: m["files"].pop("bank_neighbours.npy"))
+    refused(onnx, r"memory_bank\.neighbours bank_neighbours\.npy is not listed in files with a sha256")
+
+
 def test_fortran_order_and_wrong_dim(onnx):
     bank = np.load(onnx / "memory_bank.npy")
     np.save(onnx / "memory_bank.npy", np.asfortranarray(bank))

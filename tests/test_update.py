@@ -40,6 +40,8 @@ def test_false_alarms_are_learnt_and_defects_still_flagged(model_dir_hnsw, synth
     assert u["rows_added"] > 0 and m["memory_bank"]["size"] == old.bank.shape[0] + u["rows_added"]
     assert m["index"]["type"] == "hnsw" and m["index"]["measured_after_update"]["recall_at_1"] >= 0.98
     assert Inspector(model_dir_hnsw).bank.shape == old.bank.shape            # the old dir is as it was
+    # Eq. 7's neighbour table is made again for the grown bank (the loader checks its shape and ids)
+    assert m["memory_bank"]["neighbours"] == "bank_neighbours.npy" and new.bank_neighbours.shape[0] == len(new.bank)
 
     # the leave-one-out scores, computed from one search of the old bank, equal a direct exact search of the
     # updated bank without each image's own added rows
