@@ -28,9 +28,8 @@ EF_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 EF_CONSTRUCTION = 200
 REFINE_TOP = 16          # patches searched again exactly per image (doubled until the maximum is certain)
 TIME_TIE = 0.05          # sweep times this close count as equal (see _better)
-BUILDS = 4               # graphs built of the chosen setting; the best is kept (see choose_index)
 AUTO_RULE = ("auto: HNSW when its fastest setting that meets the recall@1 and image-score targets on the held-out "
-             "patches (within 5 %: the one refining fewer patches; of four builds, the best) searches an image "
+             "patches (within 5 %: the one refining fewer patches) searches an image "
              "faster than exact search, timed the same way at export; else exact")
 
 
@@ -106,11 +105,10 @@ def _better(row: dict, other: dict) -> bool:
 def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours: int = 9, mode: str = "auto",
                  targets: HnswTargets = HnswTargets(), m_grid=M_GRID, ef_grid=EF_GRID,
                  ef_construction: int = EF_CONSTRUCTION, seed: int = 0, refine_top: int = REFINE_TOP,
-                 max_images: int = 32, regions: list | None = None, builds_per_setting: int = BUILDS) -> IndexChoice:
+                 max_images: int = 32, regions: list | None = None) -> IndexChoice:
     """Measure exact vs HNSW settings on ``embeddings`` (held-out images, (D, h, w) each) and pick per ``mode``.
 
     ``regions`` (one per embedding, or ``None``): the patch cells the runtime scores (pad mode: the part).
-    ``builds_per_setting``: graphs built of the winning setting, seeds ``seed`` on; the best (``_better``) is kept.
     """
     if mode not in INDEX_MODES:
         raise ValueError(f"unknown index mode {mode!r}; choose one of {', '.join(INDEX_MODES)}")
@@ -163,27 +161,6 @@ def choose_index(bank: np.ndarray, embeddings: list[np.ndarray], num_neighbours:
                                            "reason": "no HNSW setting met the targets", "measurement": report})
     row, index, ef = best
     index.ef = ef
-    # graphs of one setting differ from build to build (random levels, threaded insertion), and on a bank with a
-    # poorly connected part so does the refinement their searches need (bottle, M=16 ef=8: four builds in one
-    # export refined 17, 56, 280 and 48 patches an image): the chosen setting is built again and the best kept,
-    # unless one exact pass already settles every image (no graph needs less)
-    kept_seed = seed
-    builds = [{"seed": seed, "search_ms_per_image": row["search_ms_per_image"],
-               "refined_patches_per_image": row["refined_patches_per_image"]}]
-    rebuilds = range(seed + 1, seed + builds_per_setting) if row["refined_patches_per_image"] > refine_top else []
-    for other_seed in rebuilds:
-        candidate = HnswIndex.build(bank, M=row["M"], ef_construction=ef_construction, ef=ef, seed=other_seed)
-        approx = _search_all(candidate, patch_sets, grid, bank, num_neighbours, exact_index, refine_top)
-        approx = approx.retimed(_search_all(candidate, patch_sets, grid, bank, num_neighbours, exact_index, refine_top))
-        accuracy = _accuracy(exact, approx)
-        builds.append({"seed": other_seed, "search_ms_per_image": round(approx.ms_per_image, 3),
-                       "refined_patches_per_image": accuracy["refined_patches_per_image"]})
-        if (accuracy["recall_at_1"] >= targets.min_recall
-                and accuracy["image_score_max_rel_change"] <= targets.max_score_change
-                and _better({"search_ms_per_image": approx.ms_per_image, **accuracy}, row)):
-            row = {**row, "search_ms_per_image": round(approx.ms_per_image, 3), **accuracy}
-            index, kept_seed = candidate, other_seed
-    report["builds"], report["kept_build_seed"] = builds, kept_seed
     if mode == "auto" and row["search_ms_per_image"] >= exact.ms_per_image:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": AUTO_RULE,
                                            "reason": f"exact {exact.ms_per_image:.2f} ms <= HNSW {row['search_ms_per_image']:.2f} "

@@ -10,7 +10,7 @@ from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.export.hnsw_build import HnswTargets, choose_index
 from apc_edge.index import ExactIndex, HnswIndex, NeighbourIndex
 from apc_edge.preprocess import load_image
-from apc_edge.scoring import refine_top_patches, score_patches
+from apc_edge.scoring import landmark_index, refine_top_patches, score_patches
 
 
 def clustered(n, d, seed):
@@ -75,6 +75,19 @@ def test_refinement_makes_the_maximum_exact():
     for top in (1, 16, 80):
         assert refine_top_patches(q, d0[:, 0], i0[:, 0], ExactIndex(bank), top=top)[0].max() == \
             pytest.approx(ref_d.max(), rel=1e-5)
+
+
+def test_the_banks_first_rows_settle_patches_an_approximate_index_reports_far_too_far():
+    bank, q = clustered(3000, 8, 11), clustered(400, 8, 12)
+    factor = np.ones(400, np.float32)
+    factor[np.random.default_rng(13).choice(400, 40, replace=False)] = 6.0     # 40 patches reported far too far
+    d0, i0 = InflatingIndex(bank, factor).search(q)
+    exact = ExactIndex(bank)
+    plain = refine_top_patches(q, d0[:, 0], i0[:, 0], exact, top=16)
+    helped = refine_top_patches(q, d0[:, 0], i0[:, 0], exact, top=16, landmarks=landmark_index(bank))
+    true_max = exact.search(q)[0].max()
+    assert plain[0].max() == pytest.approx(true_max, rel=1e-5) and helped[0].max() == pytest.approx(true_max, rel=1e-5)
+    assert helped[2] < plain[2]              # fewer patches searched against the whole bank
 
 
 class StrayNeighbourhoodIndex(InflatingIndex):
