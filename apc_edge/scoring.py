@@ -42,6 +42,10 @@ class PatchScores:
     timings: dict = field(default_factory=dict)  # ms: "search" (index + refinement), "scoring" (Eq. 7, map)
 
 
+def _search(index: NeighbourIndex, queries: np.ndarray, k: int, exclude: np.ndarray | None):
+    return index.search(queries, k=k) if exclude is None else index.search(queries, k=k, exclude=exclude)
+
+
 def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
                num_neighbours: int, exclude: np.ndarray | None = None,
                neighbours: np.ndarray | None = None) -> float:
@@ -58,10 +62,7 @@ def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index:
     if neighbours is not None and exclude is None:
         ids = np.asarray(neighbours[nearest_id][:num_neighbours], np.int64)
     else:
-        m_star = bank[nearest_id]
-        _, neighbour_ids = (index.search(m_star[None, :], k=num_neighbours) if exclude is None else
-                            index.search(m_star[None, :], k=num_neighbours, exclude=exclude))
-        ids = neighbour_ids[0]
+        ids = _search(index, bank[nearest_id][None, :], num_neighbours, exclude)[1][0]
     ids = np.concatenate([[nearest_id], ids[ids != nearest_id]])[:num_neighbours]
     dists = np.linalg.norm(bank[ids].astype(np.float64) - test_patch.astype(np.float64), axis=1)
     shifted = np.exp(dists - dists.max())
@@ -159,8 +160,7 @@ def refine_top_patches(patches: np.ndarray, dist: np.ndarray, ids: np.ndarray, e
     todo = np.argsort(-dist, kind="stable")[:want]
     while True:
         if todo.size:
-            d, j = exact.search(patches[todo], k=1) if exclude is None else \
-                exact.search(patches[todo], k=1, exclude=exclude)
+            d, j = _search(exact, patches[todo], 1, exclude)
             dist[todo], ids[todo] = d[:, 0], j[:, 0]
             refined[todo] = True
         above = np.flatnonzero(~refined & (dist > dist[refined].max()))
@@ -188,10 +188,6 @@ def _tighten_with_landmarks(patches: np.ndarray, dist: np.ndarray, ids: np.ndarr
     dist[top[closer]], ids[top[closer]] = d[closer, 0], j[closer, 0]
 
 
-def _search(index: NeighbourIndex, queries: np.ndarray, k: int, exclude: np.ndarray | None):
-    return index.search(queries, k=k) if exclude is None else index.search(queries, k=k, exclude=exclude)
-
-
 def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIndex, bank: np.ndarray,
                   num_neighbours: int = 9, cells: np.ndarray | None = None, exact: NeighbourIndex | None = None,
                   refine_top: int = 16, exclude: np.ndarray | None = None,
@@ -210,7 +206,7 @@ def score_patches(patches: np.ndarray, grid: tuple[int, int], index: NeighbourIn
     index searches with them marked deleted). ``timings`` holds the stages in ms.
     """
     t0 = time.perf_counter()
-    dist, ids = index.search(patches, k=1) if exclude is None else index.search(patches, k=1, exclude=exclude)
+    dist, ids = _search(index, patches, 1, exclude)
     dist, ids = dist[:, 0], ids[:, 0]
     search_ids, refined = ids, 0
     if index.approximate:
