@@ -168,8 +168,8 @@ def _merge_below(best_d: np.ndarray, best_i: np.ndarray, d2: np.ndarray, q_sq: n
                  k: int) -> tuple[np.ndarray, np.ndarray]:
     """``best`` (n, k squared distances and ids, ascending) merged with the entries of block ``d2``
     (``|b|^2 - 2 q.b`` of rows ``start...``) that lie below each query's k-th best: once a first block has
-    set the bound few do, so this costs a comparison per entry instead of a selection (a bank's own
-    9 nearest rows, 40 000 x 40 000: 14 -> 4 s)."""
+    set the bound few do, so this costs a comparison per entry instead of a selection (9 nearest of
+    40 000 rows for 4096 queries: 1.47 -> 1.0 s)."""
     rows, cols = np.nonzero(d2 < best_d[:, -1:] - q_sq)
     if rows.size == 0:
         return best_d, best_i
