@@ -86,8 +86,7 @@ class Inspector:
         # approximate search: the top patches are searched again exactly, so the image score is exact
         self.refine_top = m.index.refine_top
         self.index: NeighbourIndex = index if isinstance(index, NeighbourIndex) else model.index
-        # refinement compares a few patches with every bank row: column-major, a block of rows is one contiguous
-        # operand (16 patches against 40 000 rows: 7.3-8.3 -> 4.9-5.2 ms); scores equal to float32 rounding
+        # column-major with an HNSW index from the loader (see open_model_dir); kept so for an index passed in
         self.bank = np.asfortranarray(model.bank) if self.index.approximate else model.bank
         self._exact = ExactIndex(self.bank) if self.index.approximate else None
         self._landmarks = landmark_index(self.bank) if self.index.approximate else None
