@@ -2,15 +2,17 @@
 
 A ``check()`` runs its stages one after another: OpenCV resizes, OpenVINO (or
 ONNX Runtime) runs the graph, numpy's BLAS and hnswlib search the bank, OpenCV
-blurs the map. Each library keeps its own pool, and the pools of OpenBLAS and
-OpenCV keep spinning for a while after their call returns: on a 2-core camera PC
-they take a core from the stage that follows. So the runtime gives the backend
-and hnswlib the cores (divided among the Inspectors that run at once) and keeps
-OpenCV, whose calls here are small, on the calling thread. BLAS depends on the
-search: with an HNSW index its products (refinement, Eq. 7) are small and it stays
-on the calling thread; with exact search over a large bank the product is the
-biggest work of a check, and BLAS gets the cores too (on bottle at 512x512 with a
-40 000-row bank, one BLAS thread made exact search 1.7x slower: 905 against 536 ms).
+blurs the map. Each library keeps its own pool, and a pool that keeps spinning
+after its call returns takes a core from the stage that follows on a 2-core camera
+PC. So the runtime gives the backend, hnswlib and OpenCV the cores (divided among
+the Inspectors that run at once), measured stage by stage: on two threads OpenCV's
+resize of a 900x900 frame to 512x512 took 1.9 ms less and a bottle check 1.1-2.6 ms
+less, its spinning included. BLAS depends on the search: with an HNSW index its
+products (refinement, Eq. 7) are small and its spinning workers slowed every other
+stage 2-3x, so it stays on the calling thread; with exact search over a large bank
+the product is the biggest work of a check, and BLAS gets the cores too (on bottle
+at 512x512 with a 40 000-row bank, one BLAS thread made exact search 1.7x slower:
+905 against 536 ms).
 
 BLAS and OpenCV pools are per process, so :func:`apply_thread_plan` sets them for
 the whole process; the backend and hnswlib counts are per Inspector.
@@ -60,16 +62,16 @@ def available_cores() -> int:
 
 
 def plan_threads(inspectors: int = 1, cores: int | None = None) -> ThreadPlan:
-    """The default plan: the cores shared among the Inspectors for the graph and the index, OpenCV
-    single-threaded, BLAS by the search (:func:`resolve_blas`). ``inspectors``: how many Inspectors check
-    frames at the same time."""
+    """The default plan: the cores shared among the Inspectors for the graph, the index and OpenCV (a
+    per-process pool: sized by that share too), BLAS by the search (:func:`resolve_blas`). ``inspectors``:
+    how many Inspectors check frames at the same time."""
     if not (isinstance(inspectors, int) and inspectors >= 1):
         raise ValueError(f"inspectors must be a positive integer, got {inspectors!r}")
     cores = available_cores() if cores is None else int(cores)
     if cores < 1:
         raise ValueError(f"cores must be at least 1, got {cores}")
     share = max(1, cores // inspectors)
-    return ThreadPlan(cores=cores, inspectors=inspectors, policy="auto", backend=share, hnsw=share, blas=0, opencv=1)
+    return ThreadPlan(cores=cores, inspectors=inspectors, policy="auto", backend=share, hnsw=share, blas=0, opencv=share)
 
 
 def resolve_blas(plan: ThreadPlan, exact_search: bool) -> ThreadPlan:

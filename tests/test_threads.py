@@ -9,7 +9,8 @@ from apc_edge.threads import ThreadPlan, apply_thread_plan, blas_threads, librar
 def test_plan_shares_the_cores_among_inspectors():
     assert plan_threads(inspectors=1, cores=8).backend == 8
     two = plan_threads(inspectors=2, cores=8)
-    assert (two.backend, two.hnsw, two.opencv) == (4, 4, 1)
+    assert (two.backend, two.hnsw, two.opencv) == (4, 4, 4)
+    assert plan_threads(inspectors=2, cores=2).opencv == 1       # two cameras on two cores: one each
     from apc_edge.threads import resolve_blas
     assert resolve_blas(two, exact_search=True).blas == 4 and resolve_blas(two, exact_search=False).blas == 1
     assert plan_threads(inspectors=3, cores=2).backend == 1
@@ -25,14 +26,14 @@ def test_apply_sets_blas_and_opencv_and_reports_them():
             pytest.skip("numpy's BLAS here is not OpenBLAS: its thread count cannot be read")
         assert got["blas"] == blas_threads() == 2
         got = apply_thread_plan(plan_threads(cores=2))
-        assert got == {"blas": 1, "opencv": 1}
+        assert got == {"blas": 1, "opencv": 2}
     finally:
         apply_thread_plan(plan_threads())
 
 
 def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
     inspector = Inspector(model_dir_openvino)
-    assert inspector.threads["policy"] == "auto" and inspector.threads["in_effect"]["opencv"] == 1
+    assert inspector.threads["policy"] == "auto" and inspector.threads["in_effect"]["opencv"] == inspector.threads["cores"]
     assert inspector.threads["blas"] == inspector.threads["cores"]          # exact search: BLAS gets the cores
     assert Inspector(model_dir_hnsw).threads["blas"] == 1                   # HNSW: small products only
     assert inspector.backend.describe()["threads"] == inspector.threads["backend"]
