@@ -4,7 +4,8 @@ This is the camera PC's whole job without a camera: one Inspector, frames read
 from disk one at a time (so only one frame is held, as with a camera), and
 ``check()`` timed alone. It prints the median and p95 latency, the peak
 resident memory after loading the model and after the loop, and the thread
-plan. Run it once per setting; it never holds two model dirs, so its peak RSS
+plan, and how much of the resident memory is mapped library files (code pages that other processes can share)
+against heap. Run it once per setting; it never holds two model dirs, so its peak RSS
 is that of one Inspector.
 
 Usage:
@@ -25,7 +26,7 @@ import numpy as np
 from apc_edge import Inspector
 from apc_edge.calibration.dataset import list_images
 from apc_edge.preprocess import load_image
-from apc_edge.sysinfo import peak_rss_mb
+from apc_edge.sysinfo import peak_rss_mb, resident_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"check_loop: {paths[i % len(paths)]}: score is not finite", file=sys.stderr)
             return 1
     ms = np.asarray(seconds) * 1000
+    now = resident_mb()
     median, p95 = float(np.median(ms)), float(np.percentile(ms, 95))
     print(f"{args.model_dir}: {args.frames} checks, median {median:.1f} ms, p95 {p95:.1f} ms "
           f"(p95/median {p95 / median:.2f}); peak RSS {rss_loaded:.0f} MB after loading, {peak_rss_mb():.0f} MB "
-          f"after the loop; threads {inspector.threads}; "
+          f"after the loop"
+          + (f" (resident now {now['rss']:.0f} MB: {now['file']:.0f} MB mapped library files, which other "
+             f"processes can share, {now['anon']:.0f} MB heap and buffers)" if now else "")
+          + f"; threads {inspector.threads}; "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
