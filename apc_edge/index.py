@@ -18,6 +18,7 @@ portable build.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,11 @@ class HnswIndex(NeighbourIndex):
     """Approximate search in an hnswlib graph (``l2`` space, ids = bank rows).
 
     ``ef`` is the search breadth (larger: slower, closer to exact); hnswlib
-    searches with ``max(ef, k)``. ``threads`` is hnswlib's query
-    parallelism (-1: all cores).
+    searches with ``max(ef, k)``. ``threads`` is the query parallelism (-1: hnswlib's own, all cores).
+    With ``threads`` >= 2 a large batch is split into that many contiguous blocks, each searched by one
+    thread: neighbouring patches then stay on one core and reuse its cache. A check of a bottle frame
+    (4096 patches, 2 threads) searched 0.5-1.4 ms faster than with hnswlib spreading the patches over its
+    threads one at a time (alternating in one process; the same results); magnetic_tile within 0.1 ms.
 
     Example::
 
@@ -206,6 +210,8 @@ class HnswIndex(NeighbourIndex):
         self._index = index
         self.threads = int(threads)
         self.ef = int(ef)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_threads = 0
 
     @property
     def ef(self) -> int:
@@ -289,14 +295,29 @@ class HnswIndex(NeighbourIndex):
             self._index.mark_deleted(row)
         try:
             # hnswlib searches with max(ef, k), so k neighbours need no ef change (and stay thread-safe)
-            ids, d2 = self._index.knn_query(q, k=k, num_threads=self.threads)
+            ids, d2 = self._query(q, k)
         finally:
             for row in hidden:
                 self._index.unmark_deleted(row)
         # 'l2' space returns squared distances
         return np.sqrt(np.maximum(d2, 0.0)), ids.astype(np.int64)
 
+    def _query(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib's ``knn_query``, in contiguous blocks on ``threads`` threads for a large batch."""
+        threads = self.threads
+        if threads < 2 or len(q) < SPLIT_MIN_QUERIES * threads:
+            return self._index.knn_query(q, k=k, num_threads=threads)
+        if self._pool_threads != threads:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool, self._pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="hnsw"), threads
+        blocks = np.array_split(q, threads)
+        done = [self._pool.submit(self._index.knn_query, block, k, 1) for block in blocks]
+        parts = [f.result() for f in done]        # knn_query releases the GIL: the blocks run side by side
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+
+SPLIT_MIN_QUERIES = 256          # per thread: smaller batches go to hnswlib whole
 LEAVE_ONE_OUT_HNSW_FROM = 8192   # bank rows from which leave-one-out scoring searches an HNSW graph first
 
 

@@ -30,6 +30,24 @@ def test_hnsw_search_equals_exact_on_small_data(k):
     np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)      # Euclidean, not squared
 
 
+def test_a_large_batch_split_over_threads_finds_what_one_call_finds():
+    """With threads >= 2 a large batch is searched in contiguous blocks, one per thread: same rows, same order."""
+    from apc_edge import index as index_module
+
+    bank, q = clustered(3000, 16, 2), clustered(2 * index_module.SPLIT_MIN_QUERIES + 77, 16, 3)
+    one = HnswIndex.build(bank, M=8, ef_construction=100, ef=8, threads=1)
+    d1, i1 = one.search(q, k=3)
+    one.threads = 2
+    d2, i2 = one.search(q, k=3)
+    assert one._pool_threads == 2                                  # the batch was split
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-6)
+    d3, i3 = one.search(q[:10], k=3)                               # a small batch goes to hnswlib whole
+    np.testing.assert_array_equal(i3, i1[:10])
+    d4, i4 = one.search(q, k=3, exclude=np.unique(i1[:, 0]))        # excluded rows hold for every block
+    assert not np.isin(i4, np.unique(i1[:, 0])).any()
+
+
 def test_hnsw_save_load_and_size_check(tmp_path):
     bank = clustered(300, 8, 2)
     HnswIndex.build(bank, M=8).save(tmp_path / "i.hnsw")
