@@ -17,6 +17,7 @@ portable build.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,7 +212,7 @@ class HnswIndex(NeighbourIndex):
         self.threads = int(threads)
         self.ef = int(ef)
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_threads = 0
+        self._pool_key = (0, 0)          # (threads, process id) the pool was made for
 
     @property
     def ef(self) -> int:
@@ -307,10 +308,11 @@ class HnswIndex(NeighbourIndex):
         threads = self.threads
         if threads < 2 or len(q) < SPLIT_MIN_QUERIES * threads:
             return self._index.knn_query(q, k=k, num_threads=threads)
-        if self._pool_threads != threads:
-            if self._pool is not None:
+        key = (threads, os.getpid())     # a forked child has none of its parent's pool threads: a new pool
+        if self._pool_key != key:
+            if self._pool is not None and self._pool_key[1] == key[1]:
                 self._pool.shutdown(wait=False)
-            self._pool, self._pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="hnsw"), threads
+            self._pool, self._pool_key = ThreadPoolExecutor(threads, thread_name_prefix="hnsw"), key
         blocks = np.array_split(q, threads)
         done = [self._pool.submit(self._index.knn_query, block, k, 1) for block in blocks]
         parts = [f.result() for f in done]        # knn_query releases the GIL: the blocks run side by side

@@ -1,6 +1,9 @@
 """HNSW index: search matches exact search, the runtime loads and verifies index.hnsw, refinement keeps the max exact."""
 import json
+import os
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -39,13 +42,39 @@ def test_a_large_batch_split_over_threads_finds_what_one_call_finds():
     d1, i1 = one.search(q, k=3)
     one.threads = 2
     d2, i2 = one.search(q, k=3)
-    assert one._pool_threads == 2                                  # the batch was split
+    assert one._pool_key[0] == 2                                   # the batch was split
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
     d3, i3 = one.search(q[:10], k=3)                               # a small batch goes to hnswlib whole
     np.testing.assert_array_equal(i3, i1[:10])
     d4, i4 = one.search(q, k=3, exclude=np.unique(i1[:, 0]))        # excluded rows hold for every block
     assert not np.isin(i4, np.unique(i1[:, 0])).any()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_searches_with_its_own_threads():
+    """A child forked after a split search has none of the parent's pool threads: it must not wait on them."""
+    bank = clustered(2000, 16, 4)
+    index = HnswIndex.build(bank, M=8, ef_construction=100, ef=8, threads=2)
+    q = clustered(600, 16, 5)
+    _, expected = index.search(q)
+    time.sleep(0.3)                                # the parent's pool threads are idle again: what the child inherits
+    pid = os.fork()
+    if pid == 0:                                   # the child: exit 0 only if the search returns the same rows
+        try:
+            os._exit(0 if np.array_equal(index.search(q)[1], expected) else 3)
+        finally:
+            os._exit(4)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's search hung waiting on threads it does not have")
 
 
 def test_hnsw_save_load_and_size_check(tmp_path):
