@@ -195,7 +195,7 @@ class HnswIndex(NeighbourIndex):
     With ``threads`` >= 2 a large batch is split into that many contiguous blocks, each searched by one
     thread: neighbouring patches then stay on one core and reuse its cache. A check of a bottle frame
     (4096 patches, 2 threads) searched 0.5-1.4 ms faster than with hnswlib spreading the patches over its
-    threads one at a time (alternating in one process; the same results); magnetic_tile within 0.1 ms.
+    threads one at a time (alternating in one process; the same results); magnetic_tile within 0.5 ms.
 
     Example::
 

@@ -45,9 +45,9 @@ def test_a_large_batch_split_over_threads_finds_what_one_call_finds():
     assert one._pool_key[0] == 2                                   # the batch was split
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
-    d3, i3 = one.search(q[:10], k=3)                               # a small batch goes to hnswlib whole
+    _, i3 = one.search(q[:10], k=3)                               # a small batch goes to hnswlib whole
     np.testing.assert_array_equal(i3, i1[:10])
-    d4, i4 = one.search(q, k=3, exclude=np.unique(i1[:, 0]))        # excluded rows hold for every block
+    _, i4 = one.search(q, k=3, exclude=np.unique(i1[:, 0]))        # excluded rows hold for every block
     assert not np.isin(i4, np.unique(i1[:, 0])).any()
 
 
