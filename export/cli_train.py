@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregation-padding", choices=("zeros", "valid"), default=TrainConfig.aggregation_padding,
                    help="3x3 patch averaging at the image border: zeros counted (PatchCore reference; default) "
                         "or only the cells inside the image")
+    p.add_argument("--stage-norm", choices=("soft", "l2", "none"), default=TrainConfig.stage_norm,
+                   help="each backbone level's channel vector v per cell becomes v / sqrt(|v|^2 + c^2) before the "
+                        "3x3 averaging: soft (default; c the median cell norm of the training images: strong "
+                        "cells compared by pattern more than strength), l2 (c = 0: unit length), none (raw "
+                        "activations, the PatchCore paper)")
     p.add_argument("--neighbours", type=A.positive_int, default=TrainConfig.num_neighbours,
                    help="b of PatchCore Eq. 7 (default %(default)s)")
     p.add_argument("--seed", type=A.non_negative_int, default=TrainConfig.seed,
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                       crop=tuple(args.crop) if args.crop else None,
                       resize_mode=args.resize_mode, scale=args.scale,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed,
-                      max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding)
+                      max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding,
+                      stage_norm=args.stage_norm)
     if args.anomalies is None and not args.anomalies_dir and apc_cli.options_given(args):
         print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N or --anomalies-dir",
               file=sys.stderr)

@@ -50,6 +50,8 @@ class TrainConfig:
     levels: tuple[int, int] | None = None  # backbone stage indexes; None: the stride-8 and stride-16 stages
     patch_size: int = 3
     aggregation_padding: str = "zeros"    # "zeros": zero padding counted at the border (PatchCore reference); "valid"
+    stage_norm: str = "soft"              # each level's cell vectors v / sqrt(|v|^2 + c^2) before the averaging:
+                                          # "soft" (c: median cell norm of training images), "l2" (c = 0), "none"
     dim: int | None = None                # channel reduction; None keeps all channels
     resize: tuple[int, int] | None = None  # model input (H, W); None: chosen from the training images (input_plan)
     crop: tuple[int, int] | None = None
@@ -149,13 +151,24 @@ def collect_patches(embedder: PatchEmbedder | FeatureEngine, pre: Preprocessor, 
 BALANCE_IMAGES = 8      # training images an ensemble's member scales are measured on
 
 
+def _balance_batch(pre: Preprocessor, paths: list[Path]) -> torch.Tensor:
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(BALANCE_IMAGES, len(paths))).round().astype(int))
+    return torch.from_numpy(pre.batch([load_image(paths[i]) for i in picks]))
+
+
 def balance_members(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path]) -> list[float] | None:
     """An ensemble's member scales from up to ``BALANCE_IMAGES`` evenly spaced training images (None: one backbone)."""
     if not hasattr(embedder.backbone, "member_channels"):
         return None
-    picks = np.unique(np.linspace(0, len(paths) - 1, min(BALANCE_IMAGES, len(paths))).round().astype(int))
-    batch = torch.from_numpy(pre.batch([load_image(paths[i]) for i in picks]))
-    return embedder.balance_ensemble(batch)
+    return embedder.balance_ensemble(_balance_batch(pre, paths))
+
+
+def measure_stage_floors(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path]) -> list[float] | None:
+    """The ``"soft"`` stage-norm floors from the same training images (None for the other stage norms)."""
+    if embedder.stage_norm != "soft":
+        return None
+    embedder.set_floors([round(c, 6) for c in embedder.measure_floors(_balance_batch(pre, paths))])
+    return embedder.floors
 
 
 ONE_IMAGE_METHOD = "shifted_copies_of_the_one_image"
@@ -296,10 +309,12 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         raise ValueError(f"holdout {cfg.holdout} leaves no image for the memory bank")
     if backbone is None:
         backbone = build_backbone(cfg.backbone, cfg.weights)
-    embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim, cfg.aggregation_padding).eval()
+    embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim, cfg.aggregation_padding,
+                             cfg.stage_norm).eval()
     pre = make_preprocessor(cfg, backbone)
-    grid = embedder.grid(pre.input_hw)
     member_scales = balance_members(embedder, pre, bank_paths)
+    floors = measure_stage_floors(embedder, pre, bank_paths)     # on the balanced members' cells
+    grid = embedder.grid(pre.input_hw)
 
     t0 = time.perf_counter()
     engine = FeatureEngine(embedder, pre.input_hw, batch_size=cfg.batch_size)
@@ -352,7 +367,9 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     info = {
         "config": cfg_dict,
         "backbone": {"name": backbone.name, "levels": list(embedder.levels), "patch_size": cfg.patch_size,
-                     "aggregation_padding": embedder.padding, "dim": embedder.dim, "weights": weights,
+                     "aggregation_padding": embedder.padding, "stage_norm": embedder.stage_norm,
+                     **({"stage_norm_floors": floors} if floors else {}),
+                     "dim": embedder.dim, "weights": weights,
                      **({"member_scales": member_scales} if member_scales else {})},
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
@@ -392,9 +409,11 @@ def load_run(run_dir: str | Path) -> tuple[PatchEmbedder, dict, Preprocessor]:
     info = json.loads(info_path.read_text(encoding="utf-8"))
     bb_info = info["backbone"]
     backbone = build_backbone(bb_info["name"], run_dir / BACKBONE_FILE)
-    # runs made before the padding choice averaged only the cells inside the image
+    # runs made before the padding choice averaged only the cells inside the image, and before the stage
+    # norm averaged raw activations
     embedder = PatchEmbedder(backbone, tuple(bb_info["levels"]), bb_info["patch_size"], bb_info["dim"],
-                             bb_info.get("aggregation_padding", "valid")).eval()
+                             bb_info.get("aggregation_padding", "valid"), bb_info.get("stage_norm", "none"),
+                             bb_info.get("stage_norm_floors")).eval()
     return embedder, info, Preprocessor.from_dict(info["preprocess"])
 
 

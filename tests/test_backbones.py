@@ -345,15 +345,67 @@ def test_wrong_shapes_and_other_architectures_are_reported(resnet50_state, tmp_p
 def test_patch_aggregation_padding_damps_the_border_only_with_zeros(padding, edge, corner):
     from apc_edge.export.embedder import PatchEmbedder
 
-    embedder = PatchEmbedder(build_backbone("mobilenet_v2", weights="random"), padding=padding)
+    backbone = build_backbone("mobilenet_v2", weights="random")
     stages = [torch.ones(1, c, 16 // s * 4, 16 // s * 4) for c, s in zip((16, 24, 32, 96), (1, 2, 4, 8))]
-    emb = embedder.aggregate(stages)[0, :32]                  # the stride-8 level's channels
-    assert emb[:, 4, 4].mean().item() == pytest.approx(1.0)
-    assert emb[:, 0, 4].mean().item() == pytest.approx(edge)
-    assert emb[:, 0, 0].mean().item() == pytest.approx(corner)
+    for stage_norm, inside in (("none", 1.0), ("l2", 32 ** -0.5)):     # unit length: 32 channels of 32 ** -0.5
+        embedder = PatchEmbedder(backbone, padding=padding, stage_norm=stage_norm)
+        emb = embedder.aggregate(stages)[0, :32]                  # the stride-8 level's channels
+        assert emb[:, 4, 4].mean().item() == pytest.approx(inside)
+        assert emb[:, 0, 4].mean().item() == pytest.approx(inside * edge)
+        assert emb[:, 0, 0].mean().item() == pytest.approx(inside * corner)
 
 
-def test_runs_made_before_the_padding_choice_load_with_valid_averaging(trained_run, tmp_path):
+def test_stage_norm_compares_patches_by_pattern_not_strength():
+    """With ``stage_norm="l2"`` a level's activations scaled by any factor, per cell, give the same patches;
+    raw averaging keeps the factor. A wrong axis (normalizing over space) or a norm after the averaging fails."""
+    from apc_edge.export.embedder import PatchEmbedder
+
+    backbone = build_backbone("mobilenet_v2", weights="random")
+    g = torch.Generator().manual_seed(0)
+    stages = [torch.rand(1, c, 16 // s * 4, 16 // s * 4, generator=g) for c, s in zip((16, 24, 32, 96), (1, 2, 4, 8))]
+    strength = 0.1 + 10 * torch.rand(1, 1, *stages[2].shape[-2:], generator=g)   # a different factor per cell
+    brighter = stages[:2] + [stages[2] * strength, stages[3] * 3.0]
+    unit = PatchEmbedder(backbone, stage_norm="l2")
+    assert torch.allclose(unit.aggregate(brighter), unit.aggregate(stages), atol=1e-5)
+    raw = PatchEmbedder(backbone, stage_norm="none")
+    assert not torch.allclose(raw.aggregate(brighter), raw.aggregate(stages), atol=1e-3)
+    # each cell's stride-8 vector has unit length before the 3x3 average: no patch is longer than 1
+    norms = unit.aggregate(stages)[0, :32].norm(dim=0)
+    assert float(norms.max()) <= 1.0 + 1e-5 and float(norms[0, 0]) <= 4 / 9 + 1e-5    # a corner: 4 of 9 cells
+    with pytest.raises(ValueError, match="stage norm"):
+        PatchEmbedder(backbone, stage_norm="l1")
+
+
+def test_soft_stage_norm_keeps_weak_cells_strength_and_evens_out_strong_ones():
+    """``"soft"``: v / sqrt(|v|^2 + c^2) with c each level's median cell norm on training images. A cell
+    at the floor comes out at 1/sqrt(2) of unit length; cells far above it behave as under ``"l2"``, cells
+    far below keep their size in proportion; without floors it refuses rather than guess."""
+    from apc_edge.export.embedder import PatchEmbedder
+
+    backbone = build_backbone("mobilenet_v2", weights="random").eval()
+    soft = PatchEmbedder(backbone, stage_norm="soft", patch_size=1)     # 1x1: the cells themselves
+    with pytest.raises(ValueError, match="needs its floors"):
+        soft(torch.rand(1, 3, 64, 64))
+    images = torch.rand(2, 3, 64, 64)
+    floors = soft.measure_floors(images)
+    stages = backbone(images)
+    assert floors == pytest.approx([float(stages[i].norm(dim=1).median()) for i in soft.levels])
+    # a cell exactly at its level's floor
+    at_floor = [s.clone() for s in stages]
+    direction = torch.rand(stages[2].shape[1])
+    at_floor[2][0, :, 0, 0] = direction / direction.norm() * floors[0]
+    assert soft.aggregate(at_floor)[0, :32, 0, 0].norm().item() == pytest.approx(2 ** -0.5, rel=1e-4)
+    soft.set_floors([1.0, 2.0])
+    cells = [torch.rand(1, c, 16 // s * 4, 16 // s * 4) + 0.5 for c, s in zip((16, 24, 32, 96), (1, 2, 4, 8))]
+    unit = PatchEmbedder(backbone, stage_norm="l2", patch_size=1)
+    assert torch.allclose(soft.aggregate([c * 1e4 for c in cells]), unit.aggregate(cells), atol=1e-4)
+    weak = soft.aggregate([c * 1e-4 for c in cells])[0, :32]            # |v| far below the floor 1.0
+    assert torch.allclose(weak, cells[2][0] * 1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="finite positive"):
+        soft.set_floors([1.0, float("nan")])
+
+
+def test_runs_made_before_the_padding_and_stage_norm_choices_load_as_they_were_built(trained_run, tmp_path):
     import json
     import shutil
 
@@ -362,10 +414,13 @@ def test_runs_made_before_the_padding_choice_load_with_valid_averaging(trained_r
     old = tmp_path / "old"
     shutil.copytree(trained_run, old)
     info = json.loads((old / "run.json").read_text())
-    del info["backbone"]["aggregation_padding"]
+    floors = info["backbone"].pop("stage_norm_floors")
+    del info["backbone"]["aggregation_padding"], info["backbone"]["stage_norm"]
     (old / "run.json").write_text(json.dumps(info))
-    assert load_run(old)[0].padding == "valid"
-    assert load_run(trained_run)[0].padding == "zeros"
+    assert (load_run(old)[0].padding, load_run(old)[0].stage_norm) == ("valid", "none")
+    new = load_run(trained_run)[0]
+    assert (new.padding, new.stage_norm, new.floors) == ("zeros", "soft", floors)
+    assert len(floors) == 2 and all(c > 0 for c in floors)
 
 
 def test_clip_state_dict_loads_by_path(tmp_path):
