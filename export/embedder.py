@@ -47,13 +47,14 @@ class PatchEmbedder(nn.Module):
     image AUROC (docs/accuracy.md, "Why our defaults lost").
 
     ``stage_norm`` decides what each level's cells carry into that average: each cell's channel vector
-    ``v`` becomes ``v / sqrt(|v|^2 + c^2)``. ``"soft"`` (default) takes ``c`` per level from the training
-    images (``floors``: the median cell norm, :meth:`measure_floors`), so cells stronger than a typical one
+    ``v`` becomes ``v / sqrt(|v|^2 + c^2)``. ``"soft"`` (``apc-train``'s default; this class defaults to
+    ``"none"``) takes ``c`` per level from the training images (``floors``: the median cell norm,
+    :meth:`measure_floors`), so cells stronger than a typical one
     are compared by the pattern of their activations more than by their strength, weaker cells keep their
     strength, and the two levels weigh alike; ``"l2"`` (``c`` = 0) scales every cell to unit length;
     ``"none"`` averages the raw activations, as the PatchCore paper does. On magnetic_tile "soft" raised
-    image AUROC from 0.947 to 0.974 and "l2" to 0.980, which lost localization of diffuse defects
-    (docs/accuracy.md, "Each level's cells, normalized").
+    image AUROC from 0.947 to 0.974 and "l2" to 0.980, but "l2" localized worse (pixel AUROC 0.783
+    against 0.803; docs/accuracy.md, "Each level's cells, normalized").
     """
 
     def __init__(self, backbone: nn.Module, levels: tuple[int, int] | None = None, patch_size: int = 3,
