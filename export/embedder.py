@@ -90,7 +90,7 @@ class PatchEmbedder(nn.Module):
 
     def measure_floors(self, images: torch.Tensor) -> list[float]:
         """Set and return the ``"soft"`` floors: each level's median cell norm on ``images``, a batch of
-        preprocessed training images.
+        preprocessed training images, rounded to 6 decimals (as ``run.json`` keeps them).
 
         Example:
             >>> emb = PatchEmbedder(build_backbone("mobilenet_v2"), stage_norm="soft").eval()
@@ -98,7 +98,7 @@ class PatchEmbedder(nn.Module):
         """
         with torch.no_grad():
             stages = self.backbone(images)
-        self.set_floors([float(stages[i].norm(dim=1).median()) for i in self.levels])
+        self.set_floors([round(float(stages[i].norm(dim=1).median()), 6) for i in self.levels])
         return self.floors
 
     def _norm_cells(self, cells: list[torch.Tensor]) -> list[torch.Tensor]:

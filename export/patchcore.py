@@ -148,27 +148,22 @@ def collect_patches(embedder: PatchEmbedder | FeatureEngine, pre: Preprocessor, 
     return feats
 
 
-BALANCE_IMAGES = 8      # training images an ensemble's member scales are measured on
+SAMPLE_IMAGES = 8       # training images an ensemble's member scales and the stage-norm floors are measured on
 
 
-def _balance_batch(pre: Preprocessor, paths: list[Path]) -> torch.Tensor:
-    picks = np.unique(np.linspace(0, len(paths) - 1, min(BALANCE_IMAGES, len(paths))).round().astype(int))
-    return torch.from_numpy(pre.batch([load_image(paths[i]) for i in picks]))
-
-
-def balance_members(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path]) -> list[float] | None:
-    """An ensemble's member scales from up to ``BALANCE_IMAGES`` evenly spaced training images (None: one backbone)."""
-    if not hasattr(embedder.backbone, "member_channels"):
-        return None
-    return embedder.balance_ensemble(_balance_batch(pre, paths))
-
-
-def measure_stage_floors(embedder: PatchEmbedder, pre: Preprocessor, paths: list[Path]) -> list[float] | None:
-    """The ``"soft"`` stage-norm floors from the same training images (None for the other stage norms)."""
-    if embedder.stage_norm != "soft":
-        return None
-    embedder.set_floors([round(c, 6) for c in embedder.measure_floors(_balance_batch(pre, paths))])
-    return embedder.floors
+def calibrate_embedder(embedder: PatchEmbedder, pre: Preprocessor,
+                       paths: list[Path]) -> tuple[list[float] | None, list[float] | None]:
+    """``(member_scales, floors)`` from up to ``SAMPLE_IMAGES`` evenly spaced training images, read once: an
+    ensemble's member scales first (None for one backbone), then the ``"soft"`` stage-norm floors on the
+    balanced members' cells (None for the other stage norms)."""
+    ensemble = hasattr(embedder.backbone, "member_channels")
+    if not ensemble and embedder.stage_norm != "soft":
+        return None, None
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(SAMPLE_IMAGES, len(paths))).round().astype(int))
+    batch = torch.from_numpy(pre.batch([load_image(paths[i]) for i in picks]))
+    scales = embedder.balance_ensemble(batch) if ensemble else None
+    floors = embedder.measure_floors(batch) if embedder.stage_norm == "soft" else None
+    return scales, floors
 
 
 ONE_IMAGE_METHOD = "shifted_copies_of_the_one_image"
@@ -312,8 +307,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     embedder = PatchEmbedder(backbone, cfg.levels, cfg.patch_size, cfg.dim, cfg.aggregation_padding,
                              cfg.stage_norm).eval()
     pre = make_preprocessor(cfg, backbone)
-    member_scales = balance_members(embedder, pre, bank_paths)
-    floors = measure_stage_floors(embedder, pre, bank_paths)     # on the balanced members' cells
+    member_scales, floors = calibrate_embedder(embedder, pre, bank_paths)
     grid = embedder.grid(pre.input_hw)
 
     t0 = time.perf_counter()

@@ -389,7 +389,7 @@ def test_soft_stage_norm_keeps_weak_cells_strength_and_evens_out_strong_ones():
     images = torch.rand(2, 3, 64, 64)
     floors = soft.measure_floors(images)
     stages = backbone(images)
-    assert floors == pytest.approx([float(stages[i].norm(dim=1).median()) for i in soft.levels])
+    assert floors == pytest.approx([float(stages[i].norm(dim=1).median()) for i in soft.levels], abs=1e-6)
     # a cell exactly at its level's floor
     at_floor = [s.clone() for s in stages]
     direction = torch.rand(stages[2].shape[1])
