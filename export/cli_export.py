@@ -120,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"apc-export: guard goods-vs-anomalies image AUROC FP32 {auc['reference']:.4f}, "
                   f"{g['precision'].upper()} {auc['compressed']:.4f} ({auc['n_good']} goods, {auc['n_anomalies']} "
                   f"{auc['anomalies']} anomalies)")
-        for a in q.get("attempts", [])[:-1]:
-            print(f"apc-export: guard failed with {a['method']}, tried the next setting: {'; '.join(a['problems'])}")
+        for a in q.get("attempts", []):
+            if not a["passed"]:
+                print(f"apc-export: guard failed with {a['method']}: {'; '.join(a['problems'])}")
+            elif "chosen" in a:
+                auc = a.get("anomaly_auroc")
+                drop = f"AUROC drop {auc['drop']:+.4f}, " if auc else ""
+                print(f"apc-export: guard passed with {a['method']} ({drop}1st-percentile cosine "
+                      f"{a['embedding_cosine_p01']:.4f}){': kept' if a['chosen'] else ''}")
     idx = manifest["index"]
     if idx["type"] == "hnsw":
         m = idx["measured"]

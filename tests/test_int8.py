@@ -12,7 +12,7 @@ from apc_edge.calibration.imagesets import calibration_subset, training_images
 from apc_edge.calibration.int8_guard import GuardTolerance, QuantizationGuardError, guard_failures
 from apc_edge.export.bank_rebuild import recover_patch_ids
 from apc_edge.export.cli_export import main as export_main
-from apc_edge.export.model_export import ExportOptions, export_model
+from apc_edge.export.model_export import ExportOptions, export_model, guard_preference
 from apc_edge.export.patchcore import CORESET_IDS_FILE, load_bank
 from apc_edge.preprocess import load_image
 
@@ -50,7 +50,14 @@ def test_int8_manifest_records_precision_and_guard(model_dir_int8):
     auc = guard["anomaly_auroc"]                       # no real anomalies named: CutPaste from the goods
     assert auc["anomalies"] == "synthetic CutPaste" and auc["n_anomalies"] == guard["n_anomalies"] == 30
     assert auc["drop"] == pytest.approx(auc["reference"] - auc["compressed"]) and auc["drop"] <= 0.003
-    assert [a["passed"] for a in q["attempts"]] == [True]
+    # both activation ranges were measured, and the one kept is the closer to FP32 by the guard's own figures
+    first, twin = q["attempts"]
+    assert "activation ranges mean" in first["method"] and "activation ranges max" in twin["method"]
+    assert first["passed"] and [first["chosen"], twin["chosen"]].count(True) == 1
+    kept, other = (first, twin) if first["chosen"] else (twin, first)
+    assert kept["method"] == q["method"] and kept["anomaly_auroc"] == auc
+    if other["passed"]:
+        assert kept["embedding_cosine_p01"] >= other["embedding_cosine_p01"]
     assert m["threshold"]["computed_with"]["precision"] == "int8"
     assert "int8" in m["memory_bank"]["source"]
 
@@ -244,3 +251,11 @@ def test_mixed_precision_keeps_the_named_layers_float(model_dir_openvino, tmp_pa
     assert all(n in ops for n in trunk)
     assert not any(quantized(ops[n]) for n in trunk if ops[n].get_type_name() in CONV_TYPES + ("Add",))
     assert any(quantized(op) for n, op in ops.items() if n not in trunk and op.get_type_name() in CONV_TYPES)
+
+
+def test_guard_preference_follows_the_tail_cosine_not_the_synthetic_auroc():
+    def report(drop, p01):
+        return {"anomaly_auroc": {"drop": drop}, "embedding_cosine": {"p01": p01}}
+
+    assert guard_preference(report(0.0013, 0.96)) < guard_preference(report(-0.0004, 0.94))
+    assert guard_preference({"embedding_cosine": {"p01": 0.95}}) < guard_preference(report(0.0, 0.9))
