@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     p.add_argument("--no-int8-fallback", action="store_true",
                    help="refuse at once when the INT8 guard fails instead of trying the other NNCF presets and "
-                        "activation ranges, then mixed precision (--int8-float)")
+                        "activation ranges, then mixed precision (--int8-float), and keep the asked setting without measuring "
+                        "the other activation ranges")
     p.add_argument("--int8-preset", choices=INT8_PRESETS, default="performance",
                    help="NNCF preset for --target openvino: performance (symmetric activations) or mixed "
                         "(asymmetric activations) (default %(default)s)")
     p.add_argument("--int8-ranges", choices=INT8_RANGES, default="mean",
                    help="NNCF activation ranges for --target openvino: mean (NNCF default: mean of each "
-                        "calibration image's min/max) or max (min/max over all; clips defects less) "
+                        "calibration image's min/max) or max (min/max over all; clips defects less); with "
+                        "fallback on, the other ranges are measured too and the closer to FP32 is kept "
                         "(default %(default)s)")
     p.add_argument("--int8-float", choices=INT8_FLOAT_PARTS, default="none",
                    help="layers kept float in the INT8 graph (--target openvino): none, stem (the first "
