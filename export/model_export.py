@@ -269,8 +269,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                 if k == 0 and twin is not None and len(candidates) > 1 and candidates[1] is twin:
                     # both activation ranges pass often: measure the twin, then keep the closer of the two
                     kept = (main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, t1)
-                    for name in files:
-                        shutil.copyfile(tmp / name, tmp / f"kept.{name}")
+                    for name in files:        # moved, not copied: OpenVINO maps the weights file, and the
+                        (tmp / name).replace(tmp / f"kept.{name}")     # twin's graph must not overwrite it
                     continue
                 break
             if kept:
