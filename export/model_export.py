@@ -262,12 +262,12 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                 attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
                                  "anomaly_auroc": report.get("anomaly_auroc"),
                                  "embedding_cosine_p01": report["embedding_cosine"]["p01"]})
-                if kept or problems:
-                    if kept:
-                        break
+                if kept:
+                    break
+                if problems:
                     continue
-                if k == 0 and twin is not None and len(candidates) > 1 and candidates[1] is twin:
-                    # both activation ranges pass often: measure the twin, then keep the closer of the two
+                if k == 0 and twin is not None and candidates[1] is twin:
+                    # the first setting passed: measure its twin too, then keep the closer of the two
                     kept = (main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, t1)
                     for name in files:        # moved, not copied: OpenVINO maps the weights file, and the
                         (tmp / name).replace(tmp / f"kept.{name}")     # twin's graph must not overwrite it
