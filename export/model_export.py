@@ -227,7 +227,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             # the guard scores goods leave-one-out: through HNSW first on a large bank (exact image scores)
             ref_index = leave_one_out_index(bank)
             candidates = _int8_attempts(opts)
-            twin = _ranges_twin(opts, candidates)
+            has_twin = _ranges_twin(opts) is not None      # then candidates[1] is the twin
             kept = None              # the first setting, passed, while its twin with the other ranges is measured
             for k, attempt_opts in enumerate(candidates):
                 with clock("graph and quantization"):
@@ -249,6 +249,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                 t1 = time.perf_counter()
                 with clock("bank re-embedding"):
                     final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
+                bank_seconds = time.perf_counter() - t1
                 with clock("guard scoring"):
                     guard = compare_pipelines(
                         Pipeline(reference, bank, ref_index, b),
@@ -266,19 +267,21 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                     break
                 if problems:
                     continue
-                if k == 0 and twin is not None and candidates[1] is twin:
+                if k == 0 and has_twin:
                     # the first setting passed: measure its twin too, then keep the closer of the two
-                    kept = (main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, t1)
+                    kept = (main_file, files, ref_graph, quant, final, final_bank, guard, report, problems,
+                            bank_seconds)
                     for name in files:        # moved, not copied: OpenVINO maps the weights file, and the
                         (tmp / name).replace(tmp / f"kept.{name}")     # twin's graph must not overwrite it
                     continue
                 break
             if kept:
-                twin_won = not problems and guard_preference(report) < guard_preference(kept[7])
+                # attempts[-1] is the twin's, whether it failed the cosine check or the full guard
+                twin_won = attempts[-1]["passed"] and guard_preference(report) < guard_preference(kept[7])
                 if not twin_won:
                     for name in kept[1]:
                         (tmp / f"kept.{name}").replace(tmp / name)
-                    main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, t1 = kept
+                    main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, bank_seconds = kept
                 for attempt in attempts[-2:]:
                     attempt["chosen"] = attempt is attempts[-1] if twin_won else attempt is attempts[-2]
                 quant["chosen_by"] = ("of the two activation-range settings that passed, the one with the higher "
@@ -287,7 +290,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
                                           "seed": opts.seed} if calib else None,
                           "bank": f"re-embedded with the {opts.precision} graph (same {len(ids)} coreset patches)",
-                          "bank_seconds": round(time.perf_counter() - t1, 1),
+                          "bank_seconds": round(bank_seconds, 1),
                           "guard": report, "tolerance": asdict(opts.guard), "passed": not problems,
                           "attempts": attempts})
             if problems:
@@ -434,34 +437,31 @@ def guard_preference(report: dict) -> float:
     return -float(report["embedding_cosine"]["p01"])
 
 
-def _ranges_twin(opts: ExportOptions, candidates: list[ExportOptions]) -> ExportOptions | None:
-    """The asked INT8 setting with the other activation ranges, moved to second place in ``candidates``
-    (``None`` when fallback is off or a float part was asked). Neither range wins everywhere: ``mean`` clips
-    the rare large activations a defect can make, ``max`` spends resolution on them."""
-    if len(candidates) < 2 or opts.int8_float != "none":
+def _ranges_twin(opts: ExportOptions) -> ExportOptions | None:
+    """The asked INT8 setting with the other activation ranges, measured even when the asked one passes
+    (``None`` unless OpenVINO INT8 with fallback on and no float part asked). Neither range wins everywhere:
+    ``mean`` clips the rare large activations a defect can make, ``max`` spends resolution on them."""
+    if (opts.precision != "int8" or opts.target != "openvino" or not opts.int8_fallback
+            or opts.int8_float != "none"):
         return None
-    other = "max" if opts.int8_ranges == "mean" else "mean"
-    twin = next((c for c in candidates if c.int8_preset == opts.int8_preset and c.int8_ranges == other
-                 and c.int8_float == "none"), None)
-    if twin is not None:
-        candidates.remove(twin)
-        candidates.insert(1, twin)
-    return twin
+    return replace(opts, int8_ranges="max" if opts.int8_ranges == "mean" else "mean")
 
 
 def _int8_attempts(opts: ExportOptions) -> list[ExportOptions]:
     """The quantization settings to try in order: the one asked for, then (OpenVINO INT8 with fallback on)
-    the other NNCF presets and activation ranges, the wider ``max`` ranges clipping defects less, and last
-    mixed precision: ``max`` ranges with the first convolution, then every convolution up to the stride-8
-    tap, kept float (slower, and tried only when full INT8 fails)."""
-    first = [opts]
+    its twin with the other activation ranges (:func:`_ranges_twin`), the other NNCF presets and ranges,
+    the wider ``max`` ranges clipping defects less, and last mixed precision: ``max`` ranges with the first
+    convolution, then every convolution up to the stride-8 tap, kept float (slower, and tried only when
+    full INT8 fails)."""
     if opts.precision != "int8" or opts.target != "openvino" or not opts.int8_fallback:
-        return first
+        return [opts]
+    twin = _ranges_twin(opts)
+    ordered = [opts] + ([twin] if twin is not None else [])
     others = [(p, r, "none") for r in ("mean", "max") for p in ("performance", "mixed")]
     others += [(opts.int8_preset, "max", f) for f in INT8_FLOAT_PARTS[1:]]
-    asked = (opts.int8_preset, opts.int8_ranges, opts.int8_float)
-    return first + [replace(opts, int8_preset=p, int8_ranges=r, int8_float=f) for p, r, f in others
-                    if (p, r, f) != asked]
+    taken = {(o.int8_preset, o.int8_ranges, o.int8_float) for o in ordered}
+    return ordered + [replace(opts, int8_preset=p, int8_ranges=r, int8_float=f) for p, r, f in others
+                      if (p, r, f) not in taken]
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,

@@ -259,3 +259,46 @@ def test_guard_preference_follows_the_tail_cosine_not_the_synthetic_auroc():
 
     assert guard_preference(report(0.0013, 0.96)) < guard_preference(report(-0.0004, 0.94))
     assert guard_preference({"embedding_cosine": {"p01": 0.95}}) < guard_preference(report(0.0, 0.9))
+
+
+def test_int8_attempts_put_the_ranges_twin_second():
+    from apc_edge.export.model_export import _int8_attempts
+
+    def key(o):
+        return o.int8_preset, o.int8_ranges, o.int8_float
+
+    for ranges, other in (("mean", "max"), ("max", "mean")):
+        asked = ExportOptions(target="openvino", precision="int8", int8_ranges=ranges)
+        tried = [key(o) for o in _int8_attempts(asked)]
+        assert tried[:2] == [key(asked), (asked.int8_preset, other, "none")]
+        assert len(tried) == len(set(tried)) == 6
+    no_fallback = ExportOptions(target="openvino", precision="int8", int8_fallback=False)
+    assert [key(o) for o in _int8_attempts(no_fallback)] == [key(no_fallback)]
+
+
+@pytest.mark.parametrize("winner", ["first", "twin"])
+def test_the_kept_setting_is_the_graph_written(winner, trained_run, synthetic_category, tmp_path, monkeypatch):
+    """Whichever of the two range settings the guard keeps, the model dir holds that setting's graph: the
+    loader's probe (computed with the kept graph at export) matches, and no set-aside file is left."""
+    from apc_edge.export import model_export
+
+    calls = []       # twin_won compares the twin's report (first call) with the kept first's (second)
+
+    def prefer(report):
+        calls.append(report)
+        return (-1.0 if len(calls) % 2 else 0.0) if winner == "twin" else 0.0
+    monkeypatch.setattr(model_export, "guard_preference", prefer)
+    out = tmp_path / "m"
+    export_model(trained_run, out, options=ExportOptions(
+        target="openvino", precision="int8", index="exact", calibration_images=CALIB))
+    q = json.loads((out / "manifest.json").read_text())["quantization"]
+    first, twin = q["attempts"]
+    assert first["passed"] and twin["passed"] and len(calls) == 2
+    kept = first if winner == "first" else twin
+    assert kept["chosen"] and not (twin if winner == "first" else first)["chosen"]
+    assert q["method"] == kept["method"] and q["guard"]["embedding_cosine"]["p01"] == kept["embedding_cosine_p01"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith("kept.")]
+    inspector = Inspector(out)                     # refuses a graph whose output does not match the probe
+    assert inspector.backend.precision == "int8"
+    q_scores, labels = scores(inspector, synthetic_category)
+    assert q_scores[labels].min() > q_scores[~labels].max()
