@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=A.device, default="CPU")
     p.add_argument("--exclude", nargs="*", type=sample_key, default=[],
                    help="test images to skip, as <type>/<file name>")
+    p.add_argument("--pixel-size", type=A.int_range(8, 4096), nargs=2, default=None, metavar=("H", "W"),
+                   help="also compute pixel AUROC, pixel F1 and PRO with every map and mask resized to HxW: the "
+                        "protocol of tools that evaluate at a fixed size (256 256 for anomalib's defaults)")
     return p
 
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_test_set(args.data_dir, args.exclude)
         report, scored, inspector = evaluate(args.model_dir, args.data_dir, args.device, args.exclude,
-                                             progress=lambda n: Progress(n, "scoring"))
+                                             progress=lambda n: Progress(n, "scoring"), pixel_size=args.pixel_size)
     except (ModelDirError, DatasetError, ValueError) as exc:          # ValueError: an image that does not decode
         print(f"{PROG}: {A.one_line(exc)}", file=sys.stderr)
         return 2
@@ -91,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"apc-eval: {report['category']}: n_test {report['n_test']}  image AUROC {report['image_auroc']:.4f}  "
           f"image F1 {report['image_f1']:.4f}  pixel AUROC {report['pixel_auroc']:.4f}  "
           f"pixel F1 {report['pixel_f1']:.4f}  PRO {report['pro']:.4f}  latency {report['latency_ms']:.1f} ms/image")
+    fixed = report.get("pixel_metrics_at")
+    if fixed:
+        print(f"apc-eval: maps and masks resized to {fixed['size'][0]}x{fixed['size'][1]}: pixel AUROC "
+              f"{fixed['pixel_auroc']:.4f}  pixel F1 {fixed['pixel_f1']:.4f}  PRO {fixed['pro']:.4f}")
     per = "  ".join(f"{k} {v:.4f}" for k, v in report["per_defect_type_image_auroc"].items())
     print(f"apc-eval: per defect type image AUROC: {per}")
     at = report["at_threshold"]

@@ -2,6 +2,9 @@
 
 Pixel metrics are computed on the model-input grid (frames and masks go through
 the same resize/crop), which keeps them comparable across image sizes and cheap.
+``pixel_size`` also computes them with every image's map and mask resized to one
+fixed size, the protocol of tools that evaluate at their model's input size (anomalib's
+defaults: 256x256): each image then weighs the same, whatever its own size.
 
 Example::
 
@@ -15,6 +18,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from apc_edge import Inspector
@@ -54,11 +58,26 @@ def score_samples(inspector: Inspector, samples: list[Sample], progress=None) ->
     return scored
 
 
+def pixel_metrics(masks: list[np.ndarray], maps: list[np.ndarray]) -> dict:
+    """Pixel AUROC, best pixel F1 and PRO (FPR up to 0.3) of ground-truth ``masks`` against anomaly ``maps``."""
+    return {"pixel_auroc": metrics.pixel_auroc(masks, maps), "pixel_f1": metrics.pixel_f1(masks, maps)[0],
+            "pro": metrics.pro_auc(masks, maps)}
+
+
+def pixel_metrics_at(scored: list[ScoredSample], size: tuple[int, int]) -> dict:
+    """:func:`pixel_metrics` with each image's map (bilinear) and mask (nearest) resized to ``size`` (H, W)."""
+    h, w = size
+    maps = [cv2.resize(s.input_map.astype(np.float32, copy=False), (w, h), interpolation=cv2.INTER_LINEAR)
+            for s in scored]
+    masks = [cv2.resize(s.input_mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+             for s in scored]
+    return {"size": [h, w], **pixel_metrics(masks, maps)}
+
+
 def summarize(scored: list[ScoredSample], threshold: float) -> dict:
     labels = np.array([s.sample.is_anomalous for s in scored])
     scores = np.array([s.raw_score for s in scored])
     f1, f1_t = metrics.best_f1(labels, scores)
-    pixel_f1, _ = metrics.pixel_f1([s.input_mask for s in scored], [s.input_map for s in scored])
     anomalous = [s for s in scored if s.sample.is_anomalous]
     per_type = {}
     for t in sorted({s.sample.defect_type for s in anomalous}):
@@ -69,9 +88,7 @@ def summarize(scored: list[ScoredSample], threshold: float) -> dict:
         "image_auroc": metrics.auroc(labels, scores),
         "image_f1": f1,
         "image_f1_threshold": f1_t,
-        "pixel_auroc": metrics.pixel_auroc([s.input_mask for s in scored], [s.input_map for s in scored]),
-        "pixel_f1": pixel_f1,
-        "pro": metrics.pro_auc([s.input_mask for s in scored], [s.input_map for s in scored]),
+        **pixel_metrics([s.input_mask for s in scored], [s.input_map for s in scored]),
         "per_defect_type_image_auroc": per_type,
         "at_threshold": {
             "threshold": threshold,
@@ -86,8 +103,9 @@ def summarize(scored: list[ScoredSample], threshold: float) -> dict:
 
 
 def evaluate(model_dir: str | Path, data_dir: str | Path, device: str = "CPU", exclude: list[str] | None = None,
-             progress=None) -> tuple[dict, list[ScoredSample], Inspector]:
-    """Score every test image of ``data_dir`` (minus excluded ones) and compute all metrics."""
+             progress=None, pixel_size: tuple[int, int] | None = None) -> tuple[dict, list[ScoredSample], Inspector]:
+    """Score every test image of ``data_dir`` (minus excluded ones) and compute all metrics; ``pixel_size``
+    (H, W) adds ``pixel_metrics_at``, the pixel metrics on maps and masks resized to that size."""
     inspector = Inspector(model_dir, device=device)
     data = MVTecCategory(data_dir)
     skip = excluded_keys(inspector, exclude)
@@ -101,6 +119,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, device: str = "CPU", e
         progress = progress(len(samples))
     scored = score_samples(inspector, samples, progress)
     report = summarize(scored, inspector.threshold)
+    if pixel_size is not None:
+        report["pixel_metrics_at"] = pixel_metrics_at(scored, pixel_size)
     report.update({"model_dir": str(model_dir), "data_dir": str(data_dir), "category": data.name,
                    "excluded": sorted(skip), "backend": inspector.backend.describe(),
                    "index": inspector.manifest["index"].get("type", "exact")})

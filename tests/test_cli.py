@@ -21,8 +21,11 @@ def test_train_export_eval(tmp_path, synthetic_category, capsys):
     assert "already exists" in capsys.readouterr().err
     report_dir = tmp_path / "report"
     assert eval_main([str(model), str(synthetic_category), "--json", str(tmp_path / "m.json"),
-                      "--report", str(report_dir)]) == 0
+                      "--report", str(report_dir), "--pixel-size", "64", "96"]) == 0
+    assert "maps and masks resized to 64x96: pixel AUROC" in capsys.readouterr().out
     report = json.loads((tmp_path / "m.json").read_text())
+    fixed = report["pixel_metrics_at"]
+    assert fixed["size"] == [64, 96] and all(0.0 <= fixed[k] <= 1.0 for k in ("pixel_auroc", "pixel_f1", "pro"))
     assert METRIC_KEYS <= set(report)
     for key in ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "pro"):
         assert 0.0 <= report[key] <= 1.0

@@ -427,3 +427,18 @@ def test_import_is_torch_and_sklearn_free():
             "bad = [m for m in ('torch', 'sklearn') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pixel_metrics_at_a_fixed_size_weigh_each_image_the_same():
+    """Native grids count a large image's pixels more; resized to one size, each image counts the same."""
+    from apc_edge.calibration.evaluate import ScoredSample, pixel_metrics_at
+    big_mask = np.zeros((40, 40), bool)
+    big_mask[:20] = True                                   # a perfectly found defect on a large image
+    small_good = np.full((4, 4), 2.0, np.float32)          # a small good image scored above every defect
+    scored = [ScoredSample(None, 0.0, 0.0, big_mask.astype(np.float32), big_mask),
+              ScoredSample(None, 0.0, 0.0, small_good, np.zeros((4, 4), bool))]
+    native = M.pixel_auroc([s.input_mask for s in scored], [s.input_map for s in scored])
+    assert native == pytest.approx(800 / 816)              # 800 defect pixels above 800 of 816 good ones
+    fixed = pixel_metrics_at(scored, (4, 4))
+    assert fixed["size"] == [4, 4]
+    assert fixed["pixel_auroc"] == pytest.approx(8 / 24)   # at 4x4: 8 defect pixels above 8 of 24 good ones
