@@ -26,7 +26,7 @@ from .index import ExactIndex, NeighbourIndex
 from .model_dir import open_model_dir
 from .preprocess import MAX_FRAME_PIXELS, MIN_FRAME_SIDE, validate_frame
 from .scoring import ScoreError, ScoreNormalizer, landmark_index, region_patches, score_patches, smooth_map
-from .threads import ThreadPlan, apply_thread_plan, plan_threads, resolve_blas
+from .threads import ThreadPlan, apply_thread_plan, available_cores, plan_threads, resolve_blas
 
 
 @dataclass
@@ -46,6 +46,13 @@ class Result:
     threshold: float
     anomaly_map: np.ndarray | None
     timings: dict = field(default_factory=dict)
+
+
+def _search_threads(plan: ThreadPlan | None) -> int:
+    """Threads an Inspector's own searches may use: the plan's index share (-1: every core), 1 without a plan."""
+    if plan is None:
+        return 1
+    return available_cores() if plan.hnsw < 0 else max(1, plan.hnsw)
 
 
 class Inspector:
@@ -88,7 +95,8 @@ class Inspector:
         self.index: NeighbourIndex = index if isinstance(index, NeighbourIndex) else model.index
         # column-major with an HNSW index from the loader (see open_model_dir); kept so for an index passed in
         self.bank = np.asfortranarray(model.bank) if self.index.approximate else model.bank
-        self._exact = ExactIndex(self.bank) if self.index.approximate else None
+        # the refinement's exact passes split the bank over the index's threads (BLAS stays on one beside it)
+        self._exact = ExactIndex(self.bank, threads=_search_threads(plan)) if self.index.approximate else None
         self._landmarks = landmark_index(self.bank) if self.index.approximate else None
         self.bank_neighbours = model.bank_neighbours     # Eq. 7's neighbourhoods, when the export stored them
         if plan is not None:

@@ -9,7 +9,9 @@ the Inspectors that run at once), measured stage by stage: on two threads OpenCV
 resize of a 900x900 frame to 512x512 took 1.9 ms less and a bottle check 1.1-2.6 ms
 less, its spinning included. BLAS depends on the search: with an HNSW index its
 products (refinement, Eq. 7) are small and its spinning workers slowed every other
-stage 2-3x, so it stays on the calling thread; with exact search over a large bank
+stage 2-3x, so it stays on the calling thread, and the refinement's exact passes
+over the whole bank split the bank over the index's threads instead (a bottle check
+2.8 ms faster, 28.1 against 30.8 ms median); with exact search over a large bank
 the product is the biggest work of a check, and BLAS gets the cores too (on bottle
 at 512x512 with a 40 000-row bank, one BLAS thread made exact search 1.7x slower:
 905 against 536 ms).
@@ -45,7 +47,7 @@ class ThreadPlan:
     inspectors: int
     policy: str      # "auto" (plan_threads) or "library" (library_default_threads)
     backend: int     # OpenVINO INFERENCE_NUM_THREADS / ONNX Runtime intra-op threads, per Inspector (0: its default)
-    hnsw: int        # hnswlib query threads, per Inspector (-1: every core)
+    hnsw: int        # hnswlib query threads, per Inspector (-1: every core); also the refinement's exact passes
     blas: int        # numpy's BLAS, per process (0: by the search, see resolve_blas)
     opencv: int      # cv2.setNumThreads, per process
 

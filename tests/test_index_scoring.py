@@ -100,3 +100,21 @@ def test_exact_search_keeps_a_column_major_bank_and_finds_the_same_rows():
     assert by_columns.bank.flags.f_contiguous                     # no row-major copy made
     (d_r, i_r), (d_c, i_c) = by_rows.search(queries, k=3), by_columns.search(queries, k=3)
     assert np.array_equal(i_r, i_c) and np.allclose(d_r, d_c, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads, k", [(2, 1), (2, 9), (3, 1), (3, 5)])
+def test_exact_search_split_over_threads_finds_what_one_thread_finds(threads, k):
+    rng = np.random.default_rng(20 + threads + k)
+    bank = rng.standard_normal((ExactIndex.SPLIT_MIN_ROWS + 3000, 24)).astype(np.float32)
+    bank[-7] = bank[5]                               # a duplicate row in the first and in the last part
+    queries = np.concatenate([rng.standard_normal((15, 24)).astype(np.float32), bank[[5]]])
+    split, single = ExactIndex(np.asfortranarray(bank), threads=threads), ExactIndex(bank)
+    assert len(split._split_rows(len(queries))) == threads and len(single._split_rows(len(queries))) == 1
+    assert len(split._split_rows(ExactIndex.AUGMENT_FROM)) == 1      # large batches stay on BLAS
+    for exclude in (None, np.array([5, 17, len(bank) - 1])):
+        (d_s, i_s), (d_1, i_1) = split.search(queries, k, exclude), single.search(queries, k, exclude)
+        np.testing.assert_array_equal(i_s, i_1)
+        # |b|^2 - 2 q.b rounds differently at another position in a block: near 0 its square root shows it
+        np.testing.assert_allclose(d_s, d_1, rtol=1e-5, atol=1e-2)
+    assert i_1[-1, 0] in (5, len(bank) - 7) and d_1[-1, 0] < 1e-2     # the duplicate's own row, or its twin
+    assert split.search(queries[-1:], 1, np.array([5]))[1][0, 0] == len(bank) - 7

@@ -1,4 +1,6 @@
 """The runtime sizes the thread pools itself: the graph's, hnswlib's, numpy's BLAS and OpenCV's."""
+from dataclasses import replace
+
 import cv2
 import pytest
 
@@ -41,6 +43,10 @@ def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
     one = Inspector(model_dir_openvino, threads=plan)
     assert one.backend.describe()["threads"] == 1
     assert Inspector(model_dir_hnsw, threads=plan).index.threads == 1
+    # the refinement's exact passes take the index's share of the cores: split with it, on one thread without
+    assert Inspector(model_dir_hnsw, threads=plan)._exact.threads == 1
+    assert Inspector(model_dir_hnsw, threads=replace(plan, inspectors=1, hnsw=2))._exact.threads == 2
+    assert Inspector(model_dir_hnsw, threads=None)._exact.threads == 1
     assert Inspector(model_dir_openvino, threads=None).threads == {"plan": None}
     with pytest.raises(ValueError, match="threads must be"):
         Inspector(model_dir_openvino, threads=4)
