@@ -68,7 +68,9 @@ def test_leave_one_out_through_hnsw_gives_exact_search_scores():
     images = list(range(0, n_images, 4))
     fast = leave_one_out_scores(feats, bank, ids, grid, images, num_neighbours=9, index=index)
     exact = leave_one_out_scores(feats, bank, ids, grid, images, num_neighbours=9, index=ExactIndex(bank))
-    assert fast == pytest.approx(exact, rel=1e-6)
+    # float32 rounding of |b|^2 - 2 q.b + |q|^2 differs between the few-query and the many-query product (and
+    # with BLAS's thread count): about 1e-6 of a distance here, so not tighter than 1e-5
+    assert fast == pytest.approx(exact, rel=1e-5)
     with_own = leave_one_out_scores(feats, bank, np.full_like(ids, -10**9), grid, images, 9, index=ExactIndex(bank))
     assert np.mean(np.asarray(exact) > np.asarray(with_own)) > 0.5      # the exclusion changed most scores
     # the excluded rows come back for the next search
