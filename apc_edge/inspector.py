@@ -102,6 +102,8 @@ class Inspector:
         if plan is not None:
             plan = self.thread_plan = resolve_blas(plan, exact_search=not self.index.approximate)
             self.threads = {**plan.describe(), "in_effect": apply_thread_plan(plan)}
+            if self._exact is not None:
+                self.threads["refinement"] = self._exact.threads     # the exact passes after an HNSW search
         else:
             self.thread_plan, self.threads = None, {"plan": None}
         self.backend: Backend = model.backend

@@ -47,6 +47,8 @@ def test_inspector_uses_its_plan(model_dir_openvino, model_dir_hnsw):
     assert Inspector(model_dir_hnsw, threads=plan)._exact.threads == 1
     assert Inspector(model_dir_hnsw, threads=replace(plan, inspectors=1, hnsw=2))._exact.threads == 2
     assert Inspector(model_dir_hnsw, threads=None)._exact.threads == 1
+    hnsw = Inspector(model_dir_hnsw).threads
+    assert hnsw["refinement"] == hnsw["hnsw"] and "refinement" not in inspector.threads   # exact: none
     assert Inspector(model_dir_openvino, threads=None).threads == {"plan": None}
     with pytest.raises(ValueError, match="threads must be"):
         Inspector(model_dir_openvino, threads=4)

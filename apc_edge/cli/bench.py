@@ -309,7 +309,8 @@ def _threads_line(t: dict) -> str:
         return "left to each library"
     effect = t.get("in_effect", {})
     graph = t.get("backend") or "library default"
-    return (f"{t.get('policy', '')}: graph {graph}, HNSW {t.get('hnsw')}, BLAS {effect.get('blas')}, "
+    refinement = f" (its exact refinement {t['refinement']})" if "refinement" in t else ""
+    return (f"{t.get('policy', '')}: graph {graph}, HNSW {t.get('hnsw')}{refinement}, BLAS {effect.get('blas')}, "
             f"OpenCV {effect.get('opencv')} ({t.get('cores')} cores)")
 
 
