@@ -20,6 +20,7 @@ def test_bench_prints_and_writes_json(model_dir_openvino, tmp_path, capsys):
     assert KEYS <= set(r)
     assert set(r["latency_ms"]) == set(STAGES)
     assert all(v["p95"] >= v["median"] >= 0 for v in r["latency_ms"].values())
+    assert 0 < r["check_over_floor"] <= r["check_over_backbone"] and "/ (backbone + preprocess) =" in out
     assert r["throughput"]["end_to_end"]["fps"] > 0 and r["throughput"]["backbone"]["in_flight"] >= 1
     assert "AsyncInferQueue" in r["throughput"]["backbone"]["method"]
     assert r["frames"]["source"] == "synthetic" and r["frames"]["frame_shape"][:2] == r["model"]["input_hw"]
