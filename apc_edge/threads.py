@@ -10,11 +10,11 @@ resize of a 900x900 frame to 512x512 took 1.9 ms less and a bottle check 1.1-2.6
 less, its spinning included. BLAS depends on the search: with an HNSW index its
 products (refinement, Eq. 7) are small and its spinning workers slowed every other
 stage 2-3x, so it stays on the calling thread, and the refinement's exact passes
-over the whole bank split the bank over the index's threads instead (in two alternating
-runs a bottle check 0.1 and 2.8 ms faster, a magnetic_tile one 2.0 and 4.1 ms); with exact search over a large bank
-the product is the biggest work of a check, and BLAS gets the cores too (on bottle
-at 512x512 with a 40 000-row bank, one BLAS thread made exact search 1.7x slower:
-905 against 536 ms).
+over the whole bank split the bank over the index's threads instead (in two
+alternating runs a bottle check 0.1 and 2.8 ms faster, a magnetic_tile one 2.0 and
+4.1 ms); with exact search over a large bank the product is the biggest work of a
+check, and BLAS gets the cores too (on bottle at 512x512 with a 40 000-row bank,
+one BLAS thread made exact search 1.7x slower: 905 against 536 ms).
 
 BLAS and OpenCV pools are per process, so :func:`apply_thread_plan` sets them for
 the whole process; the backend and hnswlib counts are per Inspector.
