@@ -28,6 +28,24 @@ from .hnsw_file import check_index
 from .model_files import private_copy
 
 
+class _ProcessPool:
+    """A thread pool for one index, made again for another thread count or in a forked child (which has none
+    of its parent's pool threads); the pool it replaces in the same process is shut down."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._pool: ThreadPoolExecutor | None = None
+        self._key = (0, 0)               # (threads, process id) the pool was made for
+
+    def get(self, threads: int) -> ThreadPoolExecutor:
+        key = (int(threads), os.getpid())
+        if self._key != key:
+            if self._pool is not None and self._key[1] == key[1]:
+                self._pool.shutdown(wait=False)
+            self._pool, self._key = ThreadPoolExecutor(key[0], thread_name_prefix=self.prefix), key
+        return self._pool
+
+
 class MissingLibrary(ImportError):
     """A library this model dir needs is not installed; the message names the extra to install."""
 
@@ -103,8 +121,7 @@ class ExactIndex(NeighbourIndex):
         self.chunk = int(chunk or self.BANK_CHUNK)
         self.threads = max(1, int(threads))
         self._augmented: np.ndarray | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_key = (0, 0)          # (threads, process id) the pool was made for
+        self._pool = _ProcessPool("exact")
 
     @property
     def size(self) -> int:
@@ -150,7 +167,8 @@ class ExactIndex(NeighbourIndex):
         if len(parts) == 1:
             best_d, best_i = self._scan(partial_d2, q_sq, k, exclude, 0, self.size)
         else:
-            done = [self._thread_pool().submit(self._scan, partial_d2, q_sq, k, exclude, lo, hi) for lo, hi in parts]
+            pool = self._pool.get(self.threads)
+            done = [pool.submit(self._scan, partial_d2, q_sq, k, exclude, lo, hi) for lo, hi in parts]
             found = [f.result() for f in done]
             merged_d = np.concatenate([d for d, _ in found], axis=1)
             merged_i = np.concatenate([i for _, i in found], axis=1)
@@ -165,12 +183,6 @@ class ExactIndex(NeighbourIndex):
         blocks = -(-self.size // self.chunk)
         edges = [min(self.size, round(blocks * t / self.threads) * self.chunk) for t in range(self.threads + 1)]
         return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        key = (self.threads, os.getpid())     # a forked child has none of its parent's pool threads: a new pool
-        if self._pool_key != key:
-            self._pool, self._pool_key = ThreadPoolExecutor(self.threads, thread_name_prefix="exact"), key
-        return self._pool
 
     def _scan(self, partial_d2, q_sq: np.ndarray, k: int, exclude: np.ndarray | None, lo: int, hi: int
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +263,7 @@ class HnswIndex(NeighbourIndex):
         self._index = index
         self.threads = int(threads)
         self.ef = int(ef)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_key = (0, 0)          # (threads, process id) the pool was made for
+        self._pool = _ProcessPool("hnsw")
 
     @property
     def ef(self) -> int:
@@ -348,13 +359,9 @@ class HnswIndex(NeighbourIndex):
         threads = self.threads
         if threads < 2 or len(q) < SPLIT_MIN_QUERIES * threads:
             return self._index.knn_query(q, k=k, num_threads=threads)
-        key = (threads, os.getpid())     # a forked child has none of its parent's pool threads: a new pool
-        if self._pool_key != key:
-            if self._pool is not None and self._pool_key[1] == key[1]:
-                self._pool.shutdown(wait=False)
-            self._pool, self._pool_key = ThreadPoolExecutor(threads, thread_name_prefix="hnsw"), key
+        pool = self._pool.get(threads)
         blocks = np.array_split(q, threads)
-        done = [self._pool.submit(self._index.knn_query, block, k, 1) for block in blocks]
+        done = [pool.submit(self._index.knn_query, block, k, 1) for block in blocks]
         parts = [f.result() for f in done]        # knn_query releases the GIL: the blocks run side by side
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 

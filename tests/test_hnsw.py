@@ -42,7 +42,7 @@ def test_a_large_batch_split_over_threads_finds_what_one_call_finds():
     d1, i1 = one.search(q, k=3)
     one.threads = 2
     d2, i2 = one.search(q, k=3)
-    assert one._pool_key[0] == 2                                   # the batch was split
+    assert one._pool._key[0] == 2                                  # the batch was split
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
     _, i3 = one.search(q[:10], k=3)                               # a small batch goes to hnswlib whole
