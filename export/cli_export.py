@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{g['precision'].upper()} {auc['compressed']:.4f} ({auc['n_good']} goods, {auc['n_anomalies']} "
                   f"{auc['anomalies']} anomalies)")
         for a in q.get("attempts", []):
-            if not a["passed"]:
+            if a["passed"] is None:
+                print(f"apc-export: not guarded: {a['method']} (1st-percentile cosine {a['embedding_cosine_p01']:.4f}; "
+                      f"{a.get('not_guarded', 'another setting passed first')})")
+            elif not a["passed"]:
                 print(f"apc-export: guard failed with {a['method']}: {'; '.join(a['problems'])}")
             elif "chosen" in a:
                 auc = a.get("anomaly_auroc")

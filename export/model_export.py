@@ -29,7 +29,7 @@ from apc_edge.calibration.imagesets import (calibration_subset, collect_images, 
                                             training_images)
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.calibration.int8_guard import (GuardTolerance, Pipeline, QuantizationGuardError, compare_pipelines,
-                                             embed_images, guard_failures, mean_cosine)
+                                             embed_images, guard_failures, region_cosines)
 from apc_edge.index import ExactIndex, leave_one_out_index
 from apc_edge.manifest import write_manifest
 from apc_edge import graph_probe
@@ -223,69 +223,83 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             guard_excludes = excludes[:len(goods)] + [None] * len(anomalies) + excludes[len(goods):]
             known = training_loo_scores(info, loo) if not (held or copies) else None
             guard_known = (known or [None] * len(goods)) + [None] * (len(anomalies) + len(extra))
-            attempts, ref_emb = [], None
+            ref_emb = None
             # the guard scores goods leave-one-out: through HNSW first on a large bank (exact image scores)
             ref_index = leave_one_out_index(bank)
-            candidates = _int8_attempts(opts)
-            has_twin = _ranges_twin(opts) is not None      # then candidates[1] is the twin
-            kept = None              # the first setting, passed, while its twin with the other ranges is measured
-            for k, attempt_opts in enumerate(candidates):
-                with clock("graph and quantization"):
-                    main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
-                    final = _backend(opts.target, tmp / main_file, opts.precision)
-                    reference = _backend(opts.target, ref_graph, "fp32")
-                with clock("guard embeddings"):
-                    ref_emb = ref_emb if ref_emb is not None else embed_images(reference, pre, guard_set)
-                    test_emb = embed_images(final, pre, guard_set)
-                cosine = mean_cosine(ref_emb, test_emb, guard_regions)
-                if cosine < opts.guard.min_cosine and (k + 1 < len(candidates) or kept):
-                    # fails the cheapest tolerance: skip re-embedding the bank, try the next setting
-                    attempts.append({"method": quant.get("method"), "passed": False, "anomaly_auroc": None,
-                                     "problems": [f"mean embedding cosine INT8 vs FP32 {cosine:.4f} < "
-                                                  f"--int8-min-cosine {opts.guard.min_cosine}"]})
-                    if kept:
+            reference = None
+            attempts: list[dict] = []         # every setting built, in that order
+            chosen, last = None, None
+            stages = _guard_stages(_int8_attempts(opts))
+            for stage_no, stage in enumerate(stages):
+                built = []
+                for attempt_opts in stage:
+                    with clock("graph and quantization"):
+                        main_file, files, ref_graph, quant = _build_graph(tmp, embedder, pre, attempt_opts, calib)
+                        final = _backend(opts.target, tmp / main_file, opts.precision)
+                        reference = reference or _backend(opts.target, ref_graph, "fp32")
+                    with clock("guard embeddings"):
+                        ref_emb = ref_emb if ref_emb is not None else embed_images(reference, pre, guard_set)
+                        test_emb = embed_images(final, pre, guard_set)
+                    cos = region_cosines(ref_emb, test_emb, guard_regions)
+                    aside = f"attempt{len(attempts)}."
+                    for name in files:      # moved, not copied: the backend maps its weights file, and the next
+                        (tmp / name).replace(tmp / f"{aside}{name}")   # setting's graph must not overwrite it
+                    cand = _Candidate(main_file, files, ref_graph, quant, final, test_emb, aside,
+                                      {"mean": float(cos.mean()), "p01": float(np.quantile(cos, 0.01))})
+                    record = {"method": quant.get("method"), "passed": None, "problems": [], "anomaly_auroc": None,
+                              "embedding_cosine_p01": cand.cosine["p01"]}
+                    attempts.append(record)
+                    built.append((cand, record))
+                # a pair is guarded closer-first (:func:`guard_preference`); the other only if that one fails
+                ranked = sorted(built, key=lambda cr: guard_preference({"embedding_cosine": cr[0].cosine}))
+                for rank, (cand, record) in enumerate(ranked):
+                    last_chance = stage_no == len(stages) - 1 and rank == len(ranked) - 1
+                    if cand.cosine["mean"] < opts.guard.min_cosine and not last_chance:
+                        # fails the cheapest tolerance: no bank re-embedding, no scoring
+                        record.update(passed=False, problems=[f"mean embedding cosine INT8 vs FP32 "
+                                                              f"{cand.cosine['mean']:.4f} < --int8-min-cosine "
+                                                              f"{opts.guard.min_cosine}"])
+                        continue
+                    t1 = time.perf_counter()
+                    with clock("bank re-embedding"):
+                        final_bank = embed_patches(cand.final, pre, bank_paths, ids, grid,
+                                                   label=f"{opts.precision} bank")
+                    bank_seconds = time.perf_counter() - t1
+                    with clock("guard scoring"):
+                        guard = compare_pipelines(
+                            Pipeline(reference, bank, ref_index, b),
+                            Pipeline(cand.final, final_bank, leave_one_out_index(final_bank), b), pre, guard_set,
+                            n_good=len(goods), threshold=float(info["threshold"]["value"]), regions=guard_regions,
+                            excludes=guard_excludes, n_anomalies=len(anomalies), anomaly_source=anomaly_source,
+                            embeddings=(ref_emb, cand.test_emb), reference_scores=guard_known)
+                    problems = guard_failures(guard.report, opts.guard)
+                    record.update(passed=not problems, problems=problems,
+                                  anomaly_auroc=guard.report.get("anomaly_auroc"))
+                    last = (cand, final_bank, guard, problems, bank_seconds)
+                    if not problems:
+                        chosen = last
                         break
-                    continue
-                t1 = time.perf_counter()
-                with clock("bank re-embedding"):
-                    final_bank = embed_patches(final, pre, bank_paths, ids, grid, label=f"{opts.precision} bank")
-                bank_seconds = time.perf_counter() - t1
-                with clock("guard scoring"):
-                    guard = compare_pipelines(
-                        Pipeline(reference, bank, ref_index, b),
-                        Pipeline(final, final_bank, leave_one_out_index(final_bank), b), pre, guard_set,
-                        n_good=len(goods),
-                        threshold=float(info["threshold"]["value"]), regions=guard_regions, excludes=guard_excludes,
-                        n_anomalies=len(anomalies), anomaly_source=anomaly_source, embeddings=(ref_emb, test_emb),
-                        reference_scores=guard_known)
-                report = guard.report
-                problems = guard_failures(report, opts.guard)
-                attempts.append({"method": quant.get("method"), "passed": not problems, "problems": problems,
-                                 "anomaly_auroc": report.get("anomaly_auroc"),
-                                 "embedding_cosine_p01": report["embedding_cosine"]["p01"]})
-                if kept:
+                if len(built) > 1:
+                    for cand, record in built:
+                        record["chosen"] = chosen is not None and chosen[0] is cand
+                        if record["passed"] is None:
+                            record["not_guarded"] = ("the other activation ranges came closer to FP32 "
+                                                     "(1st-percentile cosine) and passed")
+                for cand, _ in built:      # only the last guarded setting's embeddings and graph are still needed
+                    if last is None or cand is not last[0]:
+                        cand.test_emb, cand.final = [], None
+                if chosen:
                     break
-                if problems:
-                    continue
-                if k == 0 and has_twin:
-                    # the first setting passed: measure its twin too, then keep the closer of the two
-                    kept = (main_file, files, ref_graph, quant, final, final_bank, guard, report, problems,
-                            bank_seconds)
-                    for name in files:        # moved, not copied: OpenVINO maps the weights file, and the
-                        (tmp / name).replace(tmp / f"kept.{name}")     # twin's graph must not overwrite it
-                    continue
-                break
-            if kept:
-                # attempts[-1] is the twin's, whether it failed the cosine check or the full guard
-                twin_won = attempts[-1]["passed"] and guard_preference(report) < guard_preference(kept[7])
-                if not twin_won:
-                    for name in kept[1]:
-                        (tmp / f"kept.{name}").replace(tmp / name)
-                    main_file, files, ref_graph, quant, final, final_bank, guard, report, problems, bank_seconds = kept
-                for attempt in attempts[-2:]:
-                    attempt["chosen"] = attempt is attempts[-1] if twin_won else attempt is attempts[-2]
-                quant["chosen_by"] = ("of the two activation-range settings that passed, the one with the higher "
-                                      "1st-percentile patch cosine against FP32")
+            cand, final_bank, guard, problems, bank_seconds = chosen or last
+            for name in cand.files:
+                (tmp / f"{cand.aside}{name}").replace(tmp / name)
+            main_file, files, ref_graph, quant, final = cand.main_file, cand.files, cand.ref_graph, cand.quant, cand.final
+            report = guard.report
+            del ref_emb
+            if any(a.get("chosen") for a in attempts):
+                quant["chosen_by"] = ("of the two activation-range settings, the one with the higher 1st-percentile "
+                                      "patch cosine against FP32 that passed the guard (the other is guarded only "
+                                      "when the closer one fails)")
             quant.update({"precision": opts.precision,
                           "calibration": {"n_images": len(calib), "from": "train/good bank images",
                                           "seed": opts.seed} if calib else None,
@@ -429,11 +443,35 @@ def guard_anomaly_set(info: dict, opts: ExportOptions, bank_paths: list[Path]) -
     return [], ""
 
 
+@dataclass
+class _Candidate:
+    """One INT8 setting, built and embedded, not yet guarded; its graph files wait under ``aside``."""
+
+    main_file: str
+    files: list[str]
+    ref_graph: Path
+    quant: dict
+    final: Backend
+    test_emb: list
+    aside: str
+    cosine: dict          # {"mean", "p01"} patch cosine against FP32 over every guard image
+
+
+def _guard_stages(candidates: list[ExportOptions]) -> list[list[ExportOptions]]:
+    """The settings grouped as they are guarded: the asked one with its ranges twin (:func:`_ranges_twin`),
+    when there is one, as a pair, then every other setting alone."""
+    pair = 2 if len(candidates) > 1 and _ranges_twin(candidates[0]) == candidates[1] else 1
+    return [candidates[:pair]] + [[c] for c in candidates[pair:]]
+
+
 def guard_preference(report: dict) -> float:
-    """Sort key of two passing INT8 settings' guard reports, lower is closer to FP32: minus the
-    1st-percentile patch cosine over every guard image, where clipped activations show. The goods-vs-anomalies
-    AUROC is not used: both settings passed it, and on 30 synthetic anomalies its differences below the
-    tolerance are noise (on raw features a ``max`` export gained 0.0005 there and lost 0.0054 on real defects)."""
+    """Sort key of two INT8 settings by their ``embedding_cosine`` figures (a guard report's, or as measured
+    before scoring), lower is closer to FP32: minus the 1st-percentile patch cosine over every guard image,
+    where clipped activations show. The closer one is guarded first and kept when it passes, so the other is
+    scored only when it fails (the pass/fail outcome is the same as guarding both and keeping the closer of
+    those that pass). The goods-vs-anomalies AUROC is not the key: on 30 synthetic anomalies its differences
+    below the tolerance are noise (on raw features a ``max`` export gained 0.0005 there and lost 0.0054 on
+    real defects)."""
     return -float(report["embedding_cosine"]["p01"])
 
 

@@ -53,11 +53,14 @@ def test_int8_manifest_records_precision_and_guard(model_dir_int8):
     # both activation ranges were measured, and the one kept is the closer to FP32 by the guard's own figures
     first, twin = q["attempts"]
     assert "activation ranges mean" in first["method"] and "activation ranges max" in twin["method"]
-    assert first["passed"] and [first["chosen"], twin["chosen"]].count(True) == 1
+    assert [first["chosen"], twin["chosen"]].count(True) == 1
     kept, other = (first, twin) if first["chosen"] else (twin, first)
-    assert kept["method"] == q["method"] and kept["anomaly_auroc"] == auc
-    if other["passed"]:
-        assert kept["embedding_cosine_p01"] >= other["embedding_cosine_p01"]
+    assert kept["passed"] and kept["method"] == q["method"] and kept["anomaly_auroc"] == auc
+    if other["passed"] is None:       # the closer setting passed first: the other was never scored
+        assert kept["embedding_cosine_p01"] >= other["embedding_cosine_p01"] and other["not_guarded"]
+    else:                             # the closer one was guarded first and failed
+        assert other["passed"] is False and other["problems"]
+        assert other["embedding_cosine_p01"] >= kept["embedding_cosine_p01"]
     assert m["threshold"]["computed_with"]["precision"] == "int8"
     assert "int8" in m["memory_bank"]["source"]
 
@@ -278,26 +281,29 @@ def test_int8_attempts_put_the_ranges_twin_second():
 
 @pytest.mark.parametrize("winner", ["first", "twin"])
 def test_the_kept_setting_is_the_graph_written(winner, trained_run, synthetic_category, tmp_path, monkeypatch):
-    """Whichever of the two range settings the guard keeps, the model dir holds that setting's graph: the
-    loader's probe (computed with the kept graph at export) matches, and no set-aside file is left."""
+    """Whichever of the two range settings the guard prefers is guarded first and, passing, kept: the model
+    dir holds that setting's graph (the loader's probe, computed with the kept graph at export, matches), the
+    other is never scored, and no set-aside file is left."""
     from apc_edge.export import model_export
 
-    calls = []       # twin_won compares the twin's report (first call) with the kept first's (second)
+    calls = []       # the pair is ranked in the order built: the asked setting first, its twin second
 
     def prefer(report):
         calls.append(report)
-        return (-1.0 if len(calls) % 2 else 0.0) if winner == "twin" else 0.0
+        return -1.0 if (len(calls) == 2) == (winner == "twin") else 0.0
     monkeypatch.setattr(model_export, "guard_preference", prefer)
     out = tmp_path / "m"
     export_model(trained_run, out, options=ExportOptions(
         target="openvino", precision="int8", index="exact", calibration_images=CALIB))
     q = json.loads((out / "manifest.json").read_text())["quantization"]
     first, twin = q["attempts"]
-    assert first["passed"] and twin["passed"] and len(calls) == 2
+    assert len(calls) == 2 and all("p01" in c["embedding_cosine"] for c in calls)
+    guarded, skipped = (first, twin) if winner == "first" else (twin, first)
+    assert guarded["passed"] and skipped["passed"] is None and skipped["anomaly_auroc"] is None
     kept = first if winner == "first" else twin
     assert kept["chosen"] and not (twin if winner == "first" else first)["chosen"]
     assert q["method"] == kept["method"] and q["guard"]["embedding_cosine"]["p01"] == kept["embedding_cosine_p01"]
-    assert not [p.name for p in out.iterdir() if p.name.startswith("kept.")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith("attempt")]
     inspector = Inspector(out)                     # refuses a graph whose output does not match the probe
     assert inspector.backend.precision == "int8"
     q_scores, labels = scores(inspector, synthetic_category)
