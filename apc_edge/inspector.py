@@ -88,6 +88,8 @@ class Inspector:
         self.embedding_dim = m.embedding_dim
         self.num_neighbours = m.scoring.num_neighbours
         self.map_sigma = m.scoring.map_sigma
+        # the image score: the patch map's peak at this sigma (cells), or at 0 the most anomalous patch
+        self.peak_sigma = m.scoring.peak_sigma
         # pad mode: score only the cells on the part, not the canvas around it (runs since part_only)
         self.part_only = m.scoring.part_only
         # approximate search: the top patches are searched again exactly, so the image score is exact
@@ -166,7 +168,7 @@ class Inspector:
         patches, cells = region_patches(emb, region)
         scores = score_patches(patches, self.patch_grid, self.index, self.bank, self.num_neighbours, cells,
                                self._exact, self.refine_top, neighbours=self.bank_neighbours,
-                               landmarks=self._landmarks)
+                               landmarks=self._landmarks, peak_sigma=self.peak_sigma)
         raw = float(scores.image_score)
         if not math.isfinite(raw):
             raise ScoreError(f"the image score is {raw} (patch distances overflowed or are undefined): no verdict")

@@ -49,6 +49,7 @@ MAX_INPUT_SIDE = 8192                 # model input pixels per side
 MAX_GRID_SIDE = 4096
 MAX_EMBEDDING_DIM = 65536
 MAX_MAP_SIGMA = 64.0                  # input pixels; the Gaussian kernel has 8 sigma + 1 taps
+MAX_PEAK_SIGMA = 8.0                  # cells; the peak kernel is 3 x 3, so larger sigmas only flatten it
 STD_RANGE = (1e-3, 10.0)              # of values scaled to 0..1; below 1e-3 a grey level moves the input by > 4
 SCALE_RANGE = (1e-3, 1e3)
 MAX_HNSW_M = 1024
@@ -116,6 +117,8 @@ class ScoringSpec:
     num_neighbours: int                # Eq. 7 neighbourhood b (1: no reweighting)
     map_sigma: float                   # anomaly-map Gaussian sigma, input pixels (0: no blur)
     part_only: bool                    # pad mode: score only the cells on the part
+    peak_sigma: float = 0.0            # image score: the patch map's peak at this 3x3 Gaussian sigma, in cells
+                                       # (0, and dirs made before it: the most anomalous patch)
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,8 @@ def parse_manifest(raw: object, path: str | Path, threshold_required: bool = Tru
     index = _index(index_block, files)
     scoring = ScoringSpec(num_neighbours=scoring_block.int("num_neighbours", 1, None),
                           map_sigma=scoring_block.number("map_sigma", 0.0, MAX_MAP_SIGMA),
-                          part_only=scoring_block.flag("part_only", default=False))
+                          part_only=scoring_block.flag("part_only", default=False),
+                          peak_sigma=scoring_block.number("peak_sigma", 0.0, MAX_PEAK_SIGMA, default=0.0))
     threshold, problem = None, None
     try:
         threshold = parse_threshold(raw["threshold"], where)

@@ -120,7 +120,8 @@ def nearest_after_update(patches: np.ndarray, old_nearest: tuple[np.ndarray, np.
 def _score(inspector, bank, index, exact, items) -> list[float]:
     """Image scores as the updated dir's runtime computes them (its index, refined exactly)."""
     return [score_patches(patches, inspector.patch_grid, index, bank, inspector.num_neighbours, cells,
-                          exact if index.approximate else None, inspector.refine_top).image_score
+                          exact if index.approximate else None, inspector.refine_top,
+                          peak_sigma=inspector.peak_sigma).image_score
             for patches, cells, _ in items]
 
 
@@ -170,12 +171,14 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
                                ef=m.index.ef)
         # measured as the runtime searches: HNSW, then the top patches again exactly (score_patches)
         approx = [score_patches(p, inspector.patch_grid, hnsw, new_bank, inspector.num_neighbours, c, exact,
-                                inspector.refine_top) for p, c, _ in items]
+                                inspector.refine_top, peak_sigma=inspector.peak_sigma) for p, c, _ in items]
         truth = []
         for k, (p, c, _) in enumerate(items):
             d, i = nearest_after_update(p, old_nearest(k), added, len(bank))
             truth.append(dataclasses.replace(score_neighbours(p, d, i, inspector.patch_grid, exact, new_bank,
-                                                              inspector.num_neighbours, c), nearest=d, nearest_ids=i))
+                                                              inspector.num_neighbours, c,
+                                                              peak_sigma=inspector.peak_sigma),
+                                             nearest=d, nearest_ids=i))
         recall = float(np.mean(np.concatenate([found_nearest(a.nearest_ids, a.nearest, t.nearest_ids, t.nearest)
                                                for a, t in zip(approx, truth)])))
         change = max(abs(a.image_score - t.image_score) / max(abs(t.image_score), 1e-12) for a, t in zip(approx, truth))
@@ -191,7 +194,7 @@ def update_model(model_dir: str | Path, out_dir: str | Path, good: list[str | Pa
     for k, (p, c, _) in enumerate(items):
         d, i = nearest_after_update(p, old_nearest(k), added, len(bank), own=added_rows[k])
         loo.append(score_neighbours(p, d, i, inspector.patch_grid, exact, new_bank, inspector.num_neighbours, c,
-                                    exclude=added_rows[k]).image_score)
+                                    exclude=added_rows[k], peak_sigma=inspector.peak_sigma).image_score)
     old = dict(m.get("threshold"))
     target = float(max_false_alarm or old.get("target_false_alarm", 0.01))
     above = float(np.mean(np.asarray(loo) >= old["value"]))

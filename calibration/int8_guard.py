@@ -66,6 +66,7 @@ class Pipeline:
     bank: np.ndarray
     index: NeighbourIndex
     num_neighbours: int = 9
+    peak_sigma: float = 0.0           # the model's image-score rule (apc_edge.scoring.score_neighbours)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
     cos = region_cosines(ref_emb, test_emb, regions)
     def ref_score(i: int) -> float:
         return score_embedding(ref_emb[i], ref.index, ref.bank, ref.num_neighbours, region=regions[i],
-                               exclude=excludes[i]).image_score
+                               exclude=excludes[i], peak_sigma=ref.peak_sigma).image_score
 
     known = list(reference_scores) if reference_scores is not None else [None] * len(paths)
     first = next((i for i, k in enumerate(known) if k is not None), None)
@@ -139,7 +140,8 @@ def compare_pipelines(ref: Pipeline, test: Pipeline, pre: Preprocessor, paths: l
         known = known if abs(check - known[first]) <= KNOWN_SCORE_RTOL * abs(check) else [None] * len(paths)
         known[first] = check
     s_ref = [float(k) if k is not None else ref_score(i) for i, k in enumerate(known)]
-    s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours, region=r, exclude=x).image_score
+    s_test = [score_embedding(e, test.index, test.bank, test.num_neighbours, region=r, exclude=x,
+                              peak_sigma=test.peak_sigma).image_score
               for e, r, x in zip(test_emb, regions, excludes)]
     n_good = len(paths) if n_good is None else n_good
     report = {

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "activations, the PatchCore paper)")
     p.add_argument("--neighbours", type=A.positive_int, default=TrainConfig.num_neighbours,
                    help="b of PatchCore Eq. 7 (default %(default)s)")
+    p.add_argument("--image-score", choices=("map-peak", "max-patch"), default="map-peak",
+                   help="an image's score: the peak of its patch map smoothed by the anomaly map's own blur "
+                        "(map-peak, default: a defect spans neighbouring patches, a lone noisy patch does not) or "
+                        "its most anomalous patch (max-patch, the PatchCore paper); Eq. 7 reweights either")
     p.add_argument("--seed", type=A.non_negative_int, default=TrainConfig.seed,
                    help="holdout split and few-shot anomaly choice")
     apc_cli.add_apc_arguments(p)
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       resize_mode=args.resize_mode, scale=args.scale,
                       holdout=args.holdout, num_neighbours=args.neighbours, seed=args.seed,
                       max_false_alarm=args.max_false_alarm, aggregation_padding=args.aggregation_padding,
-                      stage_norm=args.stage_norm)
+                      stage_norm=args.stage_norm, image_score=args.image_score.replace("-", "_"))
     if args.anomalies is None and not args.anomalies_dir and apc_cli.options_given(args):
         print(f"apc-train: {', '.join(apc_cli.options_given(args))} only apply with --anomalies N or --anomalies-dir",
               file=sys.stderr)

@@ -183,6 +183,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         embedder, info, pre = load_run(run_dir)
         bank = load_bank(run_dir).astype(np.float32, copy=False)
     b = int(info["scoring"]["num_neighbours"])
+    peak = float(info["scoring"].get("peak_sigma", 0.0))    # the run's image-score rule (0: runs made before it)
     grid = tuple(info["patch_grid"])
     compressed = opts.precision != "fp32"
     needs_images = (compressed or opts.index == "hnsw" or opts.bank_dtype != "float32"
@@ -267,8 +268,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                     bank_seconds = time.perf_counter() - t1
                     with clock("guard scoring"):
                         guard = compare_pipelines(
-                            Pipeline(reference, bank, ref_index, b),
-                            Pipeline(cand.final, final_bank, leave_one_out_index(final_bank), b), pre, guard_set,
+                            Pipeline(reference, bank, ref_index, b, peak),
+                            Pipeline(cand.final, final_bank, leave_one_out_index(final_bank), b, peak), pre, guard_set,
                             n_good=len(goods), threshold=float(info["threshold"]["value"]), regions=guard_regions,
                             excludes=guard_excludes, n_anomalies=len(anomalies), anomaly_source=anomaly_source,
                             embeddings=(ref_emb, cand.test_emb), reference_scores=guard_known)
@@ -336,9 +337,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
         used_bank = stored_bank.astype(np.float32)
         if opts.bank_dtype != "float32" and embeddings:
             exact32, exact16 = ExactIndex(final_bank), ExactIndex(used_bank)
-            s32 = np.array([score_embedding(e, exact32, final_bank, b, region=r).image_score
+            s32 = np.array([score_embedding(e, exact32, final_bank, b, region=r, peak_sigma=peak).image_score
                             for e, r in zip(embeddings, regions)])
-            s16 = np.array([score_embedding(e, exact16, used_bank, b, region=r).image_score
+            s16 = np.array([score_embedding(e, exact16, used_bank, b, region=r, peak_sigma=peak).image_score
                             for e, r in zip(embeddings, regions)])
             bank_block["image_score_max_rel_change_vs_float32"] = float(np.max(np.abs(s16 - s32) / np.abs(s32)))
         np.save(tmp / "memory_bank.npy", stored_bank, allow_pickle=False)
@@ -350,7 +351,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             bank_block["neighbours"] = NEIGHBOURS_FILE
 
         with clock("index choice"):
-            choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions)
+            choice = _choose_index(used_bank, embeddings, b, opts, data_note, regions, peak)
             if choice.kind == "hnsw":
                 choice.index.save(tmp / "index.hnsw")
                 files.append("index.hnsw")
@@ -361,7 +362,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
             if (compressed or choice.kind == "hnsw" or opts.bank_dtype != "float32") and held:
                 # scored as the Inspector scores: HNSW, then the top patches again exactly
                 held_scores = [score_embedding(e, index, used_bank, b, exact=exact,
-                                               refine_top=choice.report.get("refine_top", 16), region=r).image_score
+                                               refine_top=choice.report.get("refine_top", 16), region=r,
+                                               peak_sigma=peak).image_score
                                for e, r in zip(embeddings[:len(held)], regions)]
                 threshold = {**threshold_block(held_scores), "computed_with": computed_with}
             elif (compressed or opts.bank_dtype != "float32") and (loo or copies):
@@ -371,7 +373,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, target: str | None = 
                     good_scores = guard_good_scores
                 else:
                     loo_index = leave_one_out_index(used_bank)
-                    good_scores = [score_embedding(e, loo_index, used_bank, b, region=r, exclude=x).image_score
+                    good_scores = [score_embedding(e, loo_index, used_bank, b, region=r, exclude=x,
+                                                   peak_sigma=peak).image_score
                                    for e, r, x in zip(embeddings[:len(goods)], regions, excludes)]
                 target = float(info["threshold"].get("target_false_alarm", 0.01))
                 rule = robust_good_threshold(good_scores, target, **({"method": ONE_IMAGE_METHOD} if copies else {}))
@@ -503,9 +506,10 @@ def _int8_attempts(opts: ExportOptions) -> list[ExportOptions]:
 
 
 def _choose_index(bank: np.ndarray, embeddings: list, b: int, opts: ExportOptions, data_note: str | None,
-                  regions: list | None = None) -> IndexChoice:
+                  regions: list | None = None, peak_sigma: float = 0.0) -> IndexChoice:
     if opts.index == "auto" and bank.shape[0] < AUTO_EXACT_BELOW:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: bank below {AUTO_EXACT_BELOW} rows"})
     if opts.index == "auto" and not embeddings:
         return IndexChoice("exact", None, {"type": "exact", "chosen_by": f"auto: {data_note or 'no held-out images'}"})
-    return choose_index(bank, embeddings, b, opts.index, opts.hnsw, seed=opts.seed, regions=regions)
+    return choose_index(bank, embeddings, b, opts.index, opts.hnsw, seed=opts.seed, regions=regions,
+                        peak_sigma=peak_sigma)

@@ -26,7 +26,7 @@ from apc_edge.calibration.dataset import MVTecCategory
 from apc_edge.calibration.thresholds import robust_good_threshold
 from apc_edge.index import ExactIndex, NeighbourIndex, leave_one_out_index
 from apc_edge.preprocess import Preprocessor, load_image, patch_regions
-from apc_edge.scoring import score_embedding
+from apc_edge.scoring import peak_sigma_cells, score_embedding
 
 from .backbones import build_backbone
 from apc_edge.coreset import greedy_coreset
@@ -64,6 +64,7 @@ class TrainConfig:
     projection_dim: int = 128
     num_neighbours: int = 9
     map_sigma: float = 4.0
+    image_score: str = "map_peak"         # "map_peak": the patch map's peak at the map's blur; "max_patch": the paper's
     part_only: bool | None = None         # score only patches on the part; None: yes in pad mode
     holdout: float = 0.0                  # share of train/good kept out of the bank (0: every good image in the bank)
     max_false_alarm: float = 0.01         # threshold target on the training goods' leave-one-out scores
@@ -190,8 +191,19 @@ def shifted_copies(frame: np.ndarray, input_hw: tuple[int, int], stride: int) ->
     return copies
 
 
+IMAGE_SCORES = ("map_peak", "max_patch")
+
+
+def image_peak_sigma(cfg: "TrainConfig", stride: int) -> float:
+    """The ``peak_sigma`` (patch cells) of ``cfg.image_score``: the map's own blur at ``map_peak``
+    (:func:`apc_edge.scoring.peak_sigma_cells`), 0 at ``max_patch`` (the PatchCore paper's maximum)."""
+    if cfg.image_score not in IMAGE_SCORES:
+        raise ValueError(f"image_score must be one of {', '.join(IMAGE_SCORES)}, got {cfg.image_score!r}")
+    return round(peak_sigma_cells(cfg.map_sigma, stride), 6) if cfg.image_score == "map_peak" else 0.0
+
+
 def shifted_copy_scores(engine: FeatureEngine, pre: Preprocessor, path: Path, bank: np.ndarray, region,
-                        num_neighbours: int, stride: int) -> list[float]:
+                        num_neighbours: int, stride: int, peak_sigma: float = 0.0) -> list[float]:
     """Image scores of the one training image's shifted copies (``shifted_copies``) against its own bank.
 
     What a threshold rests on when there is a single good image: nothing can be left out of the bank, so
@@ -201,13 +213,13 @@ def shifted_copy_scores(engine: FeatureEngine, pre: Preprocessor, path: Path, ba
     """
     frame = load_image(path)
     index = ExactIndex(bank)
-    return [score_embedding(emb, index, bank, num_neighbours, region=region).image_score
+    return [score_embedding(emb, index, bank, num_neighbours, region=region, peak_sigma=peak_sigma).image_score
             for emb in engine.embed(pre, shifted_copies(frame, pre.input_hw, stride))]
 
 
 def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, grid: tuple[int, int],
                          images: list[int], num_neighbours: int, regions: list | None = None,
-                         index: NeighbourIndex | None = None) -> list[float]:
+                         index: NeighbourIndex | None = None, peak_sigma: float = 0.0) -> list[float]:
     """Image score of each bank image in ``images`` against the bank without the rows it contributed.
 
     ``feats``: every bank image's patches, image after image (the coreset's input); ``ids``: the
@@ -221,7 +233,8 @@ def leave_one_out_scores(feats: np.ndarray, bank: np.ndarray, ids: np.ndarray, g
     scores = []
     for i, region, own in zip(images, regions, own_rows(ids, images, grid)):
         emb = feats[i * per_image:(i + 1) * per_image].T.reshape(-1, *grid)
-        scores.append(score_embedding(emb, index, bank, num_neighbours, region=region, exclude=own).image_score)
+        scores.append(score_embedding(emb, index, bank, num_neighbours, region=region, exclude=own,
+                                      peak_sigma=peak_sigma).image_score)
     return scores
 
 
@@ -309,6 +322,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     pre = make_preprocessor(cfg, backbone)
     member_scales, floors = calibrate_embedder(embedder, pre, bank_paths)
     grid = embedder.grid(pre.input_hw)
+    peak_sigma = image_peak_sigma(cfg, embedder.stride)
 
     t0 = time.perf_counter()
     engine = FeatureEngine(embedder, pre.input_hw, batch_size=cfg.batch_size)
@@ -331,12 +345,12 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
     if holdout_paths:
         index = ExactIndex(bank)
         regions = patch_regions(pre, holdout_paths, grid, part_only)
-        hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r).image_score
+        hold_scores = [score_embedding(e, index, bank, cfg.num_neighbours, region=r, peak_sigma=peak_sigma).image_score
                        for e, r in zip(engine.embed(pre, holdout_paths), regions)]
         threshold, scored = threshold_block(hold_scores), []
     elif len(bank_paths) == 1:
         hold_scores = shifted_copy_scores(engine, pre, bank_paths[0], bank, bank_regions[0], cfg.num_neighbours,
-                                          embedder.stride)
+                                          embedder.stride, peak_sigma)
         threshold, scored = robust_good_threshold(hold_scores, cfg.max_false_alarm, method=ONE_IMAGE_METHOD), []
     else:
         queries = grid[0] * grid[1] if candidates is None else candidates.size / len(bank_paths)
@@ -344,7 +358,7 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         limit = threshold_image_limit(cfg.threshold_images, queries, bank.shape[0], loo_index.approximate)
         scored = threshold_image_sample(len(bank_paths), limit, cfg.seed)
         hold_scores = leave_one_out_scores(feats, bank, ids, grid, scored, cfg.num_neighbours,
-                                           [bank_regions[i] for i in scored], loo_index)
+                                           [bank_regions[i] for i in scored], loo_index, peak_sigma)
         threshold = robust_good_threshold(hold_scores, cfg.max_false_alarm)
     del feats
     t_threshold = time.perf_counter() - t0
@@ -368,7 +382,8 @@ def fit_patchcore(data_dir: str | Path, run_dir: str | Path, cfg: TrainConfig,
         "preprocess": pre.to_dict(),
         "patch_grid": list(grid),
         "embedding_dim": embedder.dim,
-        "scoring": {"num_neighbours": cfg.num_neighbours, "map_sigma": cfg.map_sigma, "part_only": part_only},
+        "scoring": {"num_neighbours": cfg.num_neighbours, "map_sigma": cfg.map_sigma, "part_only": part_only,
+                    "peak_sigma": peak_sigma},
         "threshold": threshold,
         "holdout_scores": [float(s) for s in hold_scores],
         "training": {

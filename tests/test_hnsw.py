@@ -124,6 +124,23 @@ def test_refinement_makes_the_maximum_exact():
             pytest.approx(ref_d.max(), rel=1e-5)
 
 
+@pytest.mark.parametrize("part", [False, True])
+def test_the_maps_peak_is_exact_with_an_approximate_index(part):
+    """The smoothed peak reads the patches around the hottest one, which the top-patch refinement may leave
+    approximate: those are searched exactly too, so the image score is exact search's (pad mode's part too)."""
+    bank, q = clustered(400, 8, 21), clustered(256, 8, 22) * 1.5
+    cells = np.array([r * 16 + c for r in range(3, 13) for c in range(2, 14)]) if part else None
+    q = q[cells] if part else q
+    factor = np.ones(len(q), np.float32)
+    factor[np.random.default_rng(23).choice(len(q), len(q) // 2, replace=False)] = 1.3
+    approx_index = InflatingIndex(bank, factor)
+    exact = score_patches(q, (16, 16), ExactIndex(bank), bank, 9, cells, peak_sigma=0.645)
+    approx = score_patches(q, (16, 16), approx_index, bank, 9, cells, refine_top=1, peak_sigma=0.645)
+    assert approx.image_score == pytest.approx(exact.image_score, rel=1e-5)
+    assert approx.refined < len(q)          # not everything searched again
+    assert approx.image_score < approx.max_patch_score
+
+
 def test_the_banks_first_rows_settle_patches_an_approximate_index_reports_far_too_far():
     bank, q = clustered(3000, 8, 11), clustered(400, 8, 12)
     factor = np.ones(400, np.float32)

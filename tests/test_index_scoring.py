@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from apc_edge.index import ExactIndex, found_nearest
-from apc_edge.scoring import ScoreNormalizer, eq7_weight, score_embedding, smooth_map
+from apc_edge.scoring import (ScoreNormalizer, eq7_weight, peak_sigma_cells, score_embedding, score_neighbours,
+                               smooth_map)
 
 
 def brute_force(q, bank, k):
@@ -118,3 +119,35 @@ def test_exact_search_split_over_threads_finds_what_one_thread_finds(threads, k)
         np.testing.assert_allclose(d_s, d_1, rtol=1e-5, atol=1e-2)
     assert i_1[-1, 0] in (5, len(bank) - 7) and d_1[-1, 0] < 1e-2     # the duplicate's own row, or its twin
     assert split.search(queries[-1:], 1, np.array([5]))[1][0, 0] == len(bank) - 7
+
+
+def test_the_map_peak_ranks_a_defect_over_a_lone_hot_patch():
+    """A 3 x 3 defect at 2.5 against a lone patch at 3.0: the paper's maximum ranks the lone patch higher,
+    the map's peak (the anomaly map's own blur) ranks the defect higher; b = 1, so no reweighting."""
+    bank = np.zeros((4, 2), np.float32)
+    patches, ids = np.zeros((64, 2), np.float32), np.zeros(64, np.int64)
+    lone, defect = np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)
+    lone[3, 3] = 3.0
+    defect[2:5, 2:5] = 2.5
+    sigma = peak_sigma_cells(4.0, 8)
+    assert sigma == pytest.approx(np.sqrt(16 + 64 / 6) / 8)
+
+    def score(m, s):
+        return score_neighbours(patches, m.ravel(), ids, (8, 8), ExactIndex(bank), bank, 1, peak_sigma=s)
+
+    assert score(lone, 0).image_score == 3.0 > score(defect, 0).image_score == 2.5
+    assert score(defect, sigma).image_score > score(lone, sigma).image_score
+    w = np.exp(-0.5 / sigma ** 2)           # the 3 x 3 Gaussian's edge weight, the centre's being 1
+    expected = 1 + 2.0 / (1 + 2 * w) ** 2   # the lone patch's smoothed value: 1 + 2 x the centre's share
+    assert score(lone, sigma).image_score == pytest.approx(expected, rel=1e-5)
+    assert score(lone, sigma).max_patch_score == 3.0
+
+
+def test_the_map_peak_is_read_on_the_scored_cells_only():
+    """Pad mode: the peak lies on the part's cells; the canvas outside is never the peak."""
+    bank = np.zeros((4, 2), np.float32)
+    cells = np.array([r * 8 + c for r in range(2, 6) for c in range(2, 6)])
+    dist = np.linspace(1.0, 2.0, cells.size).astype(np.float32)
+    s = score_neighbours(np.zeros((cells.size, 2), np.float32), dist, np.zeros(cells.size, np.int64), (8, 8),
+                         ExactIndex(bank), bank, 1, cells=cells, peak_sigma=0.645)
+    assert 1.0 < s.image_score <= 2.0

@@ -103,3 +103,24 @@ def test_a_frame_over_the_pixel_limit_is_refused_not_resized(model_dir_openvino)
     with pytest.raises(ValueError, match="too large"):
         validate_frame(big)
     assert validate_frame(big, max_pixels=2 * MAX_FRAME_PIXELS) is big   # a larger limit is the caller's
+
+
+def test_the_image_score_is_the_map_peak_recorded_at_training_and_older_dirs_keep_the_maximum(
+        model_dir_openvino, synthetic_category, tmp_path):
+    """apc-train records the map-peak rule; the runtime scores by it, and a dir made before it (no
+    ``scoring.peak_sigma``) keeps the most anomalous patch, which its threshold was set on."""
+    import json
+    import shutil
+
+    manifest = json.loads((model_dir_openvino / "manifest.json").read_text())
+    assert manifest["scoring"]["peak_sigma"] == pytest.approx(np.sqrt(16 + 64 / 6) / 8, abs=1e-5)
+    older = tmp_path / "older"
+    shutil.copytree(model_dir_openvino, older)
+    del manifest["scoring"]["peak_sigma"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    peak, maximum = Inspector(model_dir_openvino), Inspector(older)
+    assert peak.peak_sigma > 0 and maximum.peak_sigma == 0
+    for s in MVTecCategory(synthetic_category).test_samples()[:4]:
+        frame = load_image(s.path)
+        # smoothing lowers the hottest patch: the peak's score lies below the maximum's
+        assert 0 < peak.check(frame).raw_score < maximum.check(frame).raw_score

@@ -228,6 +228,8 @@ def test_preprocessing_that_does_not_fit_the_graph(onnx):
     ("num_neighbours", -3, r"scoring\.num_neighbours must be an integer >= 1, got -3"),
     ("num_neighbours", True, r"scoring\.num_neighbours must be an integer >= 1, got True"),
     ("part_only", "yes", r"scoring\.part_only must be true or false"),
+    ("peak_sigma", -0.5, r"scoring\.peak_sigma must be a finite number in \[0, 8\]"),
+    ("peak_sigma", float("nan"), r"scoring\.peak_sigma must be a finite number in \[0, 8\]"),
 ])
 def test_bad_scoring_values(onnx, key, value, pattern):
     edit(onnx, lambda m: m["scoring"].update({key: value}))
