@@ -41,7 +41,8 @@ def test_runtime_matches_torch(category, tmp_path, real_data):
     with torch.no_grad():
         ref = [score_embedding(embedder(torch.from_numpy(pre(f))).numpy()[0], index, bank,
                                info["scoring"]["num_neighbours"],
-                               region=pre.patch_region(f.shape, grid) if part_only else None).image_score
+                               region=pre.patch_region(f.shape, grid) if part_only else None,
+                               peak_sigma=info["scoring"]["peak_sigma"]).image_score
                for f in frames]
     for target in ("openvino", "onnx"):
         inspector = Inspector(export_model(run, tmp_path / target, target) and tmp_path / target)

@@ -56,7 +56,7 @@ def test_false_alarms_are_learnt_and_defects_still_flagged(model_dir_hnsw, synth
         patches, cells = region_patches(old.embed(frame), region)
         own = old.bank.shape[0] + np.flatnonzero((added[:, None, :] == patches[None, :, :]).all(-1).any(1))
         reference.append(score_patches(patches, old.patch_grid, exact, bank, old.num_neighbours, cells,
-                                       exclude=own).image_score)
+                                       exclude=own, peak_sigma=old.peak_sigma).image_score)
     assert u["good_leave_one_out_scores"] == pytest.approx(reference, rel=1e-5, abs=1e-6)
 
 
