@@ -60,7 +60,7 @@ class TrainConfig:
     channels: str | None = None           # "color", "mono" or "any"; None: what the training images are
     bit_depth: int | None = None          # 8, or 9..16 for 16-bit images; None: what the training images are
     coreset_ratio: float = 0.1
-    max_bank_rows: int | None = 40_000    # coreset size cap (training time grows with patches x bank rows); None: none
+    max_bank_rows: int | None = 80_000    # coreset size cap (training time grows with patches x bank rows); None: none
     projection_dim: int = 128
     num_neighbours: int = 9
     map_sigma: float = 4.0
@@ -251,7 +251,7 @@ def coreset_size(n_patches: int, cfg: TrainConfig) -> int:
 
     Example::
 
-        coreset_size(1_344_415, TrainConfig())    # 40000 (10 % would be 134442)
+        coreset_size(1_344_415, TrainConfig())    # 80000 (10 % would be 134442)
     """
     size = int(np.ceil(cfg.coreset_ratio * n_patches))
     if cfg.max_bank_rows is not None:

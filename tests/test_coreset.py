@@ -123,7 +123,7 @@ def test_covering_radius_is_the_largest_distance_to_a_pick():
 def test_coreset_size_is_the_ratio_capped_at_max_bank_rows():
     from apc_edge.export.patchcore import TrainConfig, coreset_size
 
-    assert coreset_size(1_344_415, TrainConfig()) == 40_000                     # 10 % would be 134442
+    assert coreset_size(1_344_415, TrainConfig()) == 80_000                     # 10 % would be 134442
     assert coreset_size(100_000, TrainConfig()) == 10_000                       # under the cap: the ratio
     assert coreset_size(1_344_415, TrainConfig(max_bank_rows=None)) == 134_442
     assert coreset_size(10, TrainConfig(coreset_ratio=0.01)) == 1
