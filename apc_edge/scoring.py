@@ -145,20 +145,14 @@ def _patch_of_cell(cell: int, cells: np.ndarray | None) -> int:
     return cell if cells is None else int(np.flatnonzero(cells == cell)[0])
 
 
-def _peak_support(cell: int, grid: tuple[int, int], cells: np.ndarray | None) -> np.ndarray:
-    """The patches (indices into the scored rows) whose distances the smoothed value at ``cell`` reads."""
+def _patches_near(marked: np.ndarray, grid: tuple[int, int], cells: np.ndarray | None) -> np.ndarray:
+    """The scored patches (indices into the scored rows) in the 3 x 3 neighbourhoods of the ``marked`` flat
+    cells: what the smoothed map reads at those cells."""
     h, w = grid
-    r, c = divmod(cell, w)
-    rad = PEAK_KERNEL // 2
-    rr, cc = np.meshgrid(np.arange(max(r - rad, 0), min(r + rad, h - 1) + 1),
-                         np.arange(max(c - rad, 0), min(c + rad, w - 1) + 1), indexing="ij")
-    flat = (rr * w + cc).ravel()
-    if cells is None:
-        return flat
-    patch_of = np.full(h * w, -1, np.int64)
-    patch_of[cells] = np.arange(cells.size)
-    found = patch_of[flat]
-    return found[found >= 0]
+    mask = np.zeros(h * w, np.uint8)
+    mask[marked] = 1
+    near = cv2.dilate(mask.reshape(h, w), np.ones((PEAK_KERNEL, PEAK_KERNEL), np.uint8)).ravel() > 0
+    return np.flatnonzero(near) if cells is None else np.flatnonzero(near[cells])
 
 
 def _extend_rectangle(patch_map: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -219,8 +213,8 @@ def _refine_top(patches, dist, ids, exact, top, exclude, landmarks,
     todo = np.argsort(-dist, kind="stable")[:want]
     if peak is not None:
         grid, cells, sigma = peak
-        todo = np.union1d(todo, _peak_support(map_peak(patch_distance_map(dist, grid, cells), cells, sigma)[0],
-                                              grid, cells))
+        peak_cell = map_peak(patch_distance_map(dist, grid, cells), cells, sigma)[0]
+        todo = np.union1d(todo, _patches_near(np.array([peak_cell]), grid, cells))
     while True:
         if todo.size:
             d, j = _search(exact, patches[todo], 1, exclude)
@@ -240,31 +234,25 @@ def _refine_top(patches, dist, ids, exact, top, exclude, landmarks,
 def _refine_peak(patches, dist, ids, refined, exact, grid, cells, peak_sigma, exclude) -> None:
     """In place: exact distances for the patches the smoothed map's peak reads, until it is certain.
 
-    The approximate distances are upper bounds, so the smoothed map is one too. A cell whose patches are all
-    exact has its true value; the largest such value bounds the peak from below, so only cells whose bound
+    The approximate distances are upper bounds, so the smoothed map is one too. A cell whose 3 x 3 patches are
+    all exact has its true value; the largest such value bounds the peak from below, so only cells whose bound
     lies above it can still be the peak: their patches are searched exactly together, until none is left.
     The hottest cell's patches usually came with the top patches' first exact pass (:func:`_refine_top`), and
     that settles it (on bottle frames: no pass of its own in 9 of 12 frames, 2-4 patches in the others)."""
-    h, w = grid
-    todo = _peak_support(map_peak(patch_distance_map(dist, grid, cells), cells, peak_sigma)[0], grid, cells)
+    scored = np.arange(int(np.prod(grid))) if cells is None else cells
     while True:
-        todo = todo[~refined[todo]]
-        if todo.size:
-            d, j = _search(exact, patches[todo], 1, exclude)
-            dist[todo], ids[todo] = d[:, 0], j[:, 0]
-            refined[todo] = True
-        smooth = _smoothed(patch_distance_map(dist, grid, cells), peak_sigma).ravel()
-        # a cell is settled when the patches of its 3 x 3 neighbourhood are all exact
-        pending = np.zeros(h * w, np.uint8)
-        pending[np.flatnonzero(~refined) if cells is None else cells[~refined]] = 1
-        unsettled = cv2.dilate(pending.reshape(h, w), np.ones((PEAK_KERNEL, PEAK_KERNEL), np.uint8)).ravel() > 0
-        scored = np.arange(h * w) if cells is None else cells
-        settled = scored[~unsettled[scored]]
-        lower = smooth[settled].max() if settled.size else -np.inf
-        open_cells = scored[unsettled[scored] & (smooth[scored] > lower)]
+        smooth = _smoothed(patch_distance_map(dist, grid, cells), peak_sigma).ravel()[scored]
+        unsettled = np.zeros(dist.size, bool)
+        unsettled[_patches_near(scored[~refined], grid, cells)] = True
+        lower = smooth[~unsettled].max() if (~unsettled).any() else -np.inf
+        open_cells = scored[unsettled & (smooth > lower)]
         if open_cells.size == 0:
             return
-        todo = np.unique(np.concatenate([_peak_support(int(c), grid, cells) for c in open_cells]))
+        todo = _patches_near(open_cells, grid, cells)
+        todo = todo[~refined[todo]]
+        d, j = _search(exact, patches[todo], 1, exclude)
+        dist[todo], ids[todo] = d[:, 0], j[:, 0]
+        refined[todo] = True
 
 
 def _smoothed(patch_map: np.ndarray, peak_sigma: float) -> np.ndarray:
