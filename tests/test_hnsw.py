@@ -141,6 +141,21 @@ def test_the_maps_peak_is_exact_with_an_approximate_index(part):
     assert approx.image_score < approx.max_patch_score
 
 
+def test_the_maps_peak_is_settled_with_few_exact_searches_when_the_graph_overestimates_most_patches():
+    """A flat map (every patch as near the bank as the others) from a poor real HNSW graph that overestimates
+    most patches: the peak is still exact, and only a few percent of the patches are searched exactly.
+    Searching every open cell's patches exactly at once searched 868 of these 1024."""
+    bank, q = clustered(6000, 16, 1), clustered(32 * 32, 16, 2)
+    index = HnswIndex.build(bank, M=6, ef_construction=20, ef=2, threads=1)
+    overestimated = index.search(q)[0][:, 0] > ExactIndex(bank).search(q)[0][:, 0] * (1 + 1e-5)
+    assert overestimated.mean() > 0.5
+    exact = score_patches(q, (32, 32), ExactIndex(bank), bank, 9, peak_sigma=0.645)
+    approx = score_patches(q, (32, 32), index, bank, 9, peak_sigma=0.645)
+    assert approx.image_score == pytest.approx(exact.image_score, rel=1e-5)
+    assert approx.max_patch_score == pytest.approx(exact.max_patch_score, rel=1e-5)
+    assert approx.refined <= 0.1 * len(q)
+
+
 def test_the_banks_first_rows_settle_patches_an_approximate_index_reports_far_too_far():
     bank, q = clustered(3000, 8, 11), clustered(400, 8, 12)
     factor = np.ones(400, np.float32)
