@@ -224,9 +224,9 @@ def _refine_top(patches, dist, ids, exact, top, exclude, landmarks) -> tuple[np.
             todo = order[~refined[order]]
 
 
-PEAK_WIDE_K = 32       # a wider approximate search (hnswlib walks max(ef, k) candidates) before an exact one
-PEAK_WIDE_BATCH = 128  # open cells' patches searched wider at once
-PEAK_BATCH = 32        # open cells' patches in the first exact pass, doubled in each further one
+PEAK_WIDE_K = 16       # a wider approximate search (hnswlib walks max(ef, k) candidates) before an exact one
+PEAK_WIDE_BATCH = 64   # open cells' patches searched wider at once
+PEAK_BATCH = 32        # open cells' patches in the first exact pass after the top patches', doubled after each
 
 
 def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, grid, cells, peak_sigma
@@ -237,43 +237,48 @@ def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, 
     The approximate distances are upper bounds, so the smoothed map is one too. A cell whose 3 x 3 patches are
     all exact has its true value; the largest such value bounds the peak from below, so only cells whose bound
     lies above it (open cells) can still be the peak, and only patches above the largest exact distance can
-    still be the maximum. Both are settled highest bound first: the next ``PEAK_BATCH`` patches of the open
-    cells and the next ``top`` patches above the maximum (each doubled after every exact pass) are searched
-    exactly, once each of them has been searched again in ``index`` with a wider candidate list
-    (``PEAK_WIDE_K``, up to ``PEAK_WIDE_BATCH`` patches of open cells at a time). That wider search is far
-    cheaper than an exact pass and removes most open cells by itself: the graph's first answers overestimate a
-    few hundred patches of a bottle frame (its dark corners most), and those alone keep cells open. Searching
-    every open cell's patches exactly at once, as before, searched 3 000 of a good bottle frame's 4 096
-    patches exactly (2.5 s at 80 000 bank rows)."""
+    still be the maximum. The first exact pass takes the ``top`` highest patches and the approximate peak's
+    3 x 3 (after the bank's first rows, ``landmarks``), which settles most frames. Then both are settled
+    highest bound first: the next ``PEAK_BATCH`` patches of the open cells and the next ``top`` patches above
+    the maximum (each doubled after every exact pass) are searched exactly, once each of them has been searched
+    again in ``index`` with a wider candidate list (``PEAK_WIDE_K``, up to ``PEAK_WIDE_BATCH`` patches of open
+    cells at a time). That wider search costs far less than an exact pass and closes most open cells by
+    itself: the graph's first answers overestimate a few hundred patches of a bottle frame (its dark corners
+    most), and those alone keep cells open, often with the approximate peak among them. Searching every open
+    cell's patches exactly at once, as before, searched 3 000 of a good bottle frame's 4 096 patches exactly
+    (2.5 s at 80 000 bank rows)."""
     dist, ids = np.array(dist, np.float32), np.array(ids, np.int64)
-    refined, widened = np.zeros(dist.size, bool), np.zeros(dist.size, bool)
     scored = np.arange(int(np.prod(grid))) if cells is None else cells
     peak_budget, top_budget = PEAK_BATCH, max(1, int(top))
     if landmarks is not None:
         _tighten_with_landmarks(patches, dist, ids, landmarks, LANDMARK_TOP * top_budget, exclude)
+    peak_cell = map_peak(patch_distance_map(dist, grid, cells), cells, peak_sigma)[0]
+    head = np.union1d(np.argsort(-dist, kind="stable")[:top_budget], _patches_near(np.array([peak_cell]), grid, cells))
+    refined, widened = np.zeros(dist.size, bool), np.zeros(dist.size, bool)
     while True:
-        smooth = _smoothed(patch_distance_map(dist, grid, cells), peak_sigma).ravel()[scored]
-        unsettled = np.zeros(dist.size, bool)
-        unsettled[_patches_near(scored[~refined], grid, cells)] = True
-        lower = smooth[~unsettled].max() if (~unsettled).any() else -np.inf
-        open_at = np.flatnonzero(unsettled & (smooth > lower))
-        open_at = open_at[np.argsort(-smooth[open_at], kind="stable")]
-        above = np.flatnonzero(~refined & (dist > (dist[refined].max() if refined.any() else -np.inf)))
-        above = above[np.argsort(-dist[above], kind="stable")[:top_budget]]
-        head = np.union1d(_open_patches(open_at, scored, refined, grid, peak_budget), above)
-        if head.size == 0:
-            return dist, ids, refined
-        if not widened[head].all():       # cheap first: tighter upper bounds from the graph itself
-            todo = np.union1d(_open_patches(open_at, scored, refined | widened, grid, PEAK_WIDE_BATCH),
-                              above[~widened[above]])
+        d, j = _search(exact, patches[head], 1, exclude)
+        dist[head], ids[head] = d[:, 0], j[:, 0]
+        refined[head] = widened[head] = True
+        while True:
+            smooth = _smoothed(patch_distance_map(dist, grid, cells), peak_sigma).ravel()[scored]
+            unsettled = np.zeros(dist.size, bool)
+            unsettled[_patches_near(scored[~refined], grid, cells)] = True
+            lower = smooth[~unsettled].max() if (~unsettled).any() else -np.inf
+            open_at = np.flatnonzero(unsettled & (smooth > lower))
+            open_at = open_at[np.argsort(-smooth[open_at], kind="stable")]
+            above = np.flatnonzero(~refined & (dist > dist[refined].max()))
+            above = above[np.argsort(-dist[above], kind="stable")[:top_budget]]
+            head = np.union1d(_open_patches(open_at, scored, refined, grid, peak_budget), above)
+            if head.size == 0:
+                return dist, ids, refined
+            if widened[head].all():
+                break
+            # cheap first: tighter upper bounds from the graph itself
+            todo = np.union1d(_open_patches(open_at, scored, widened, grid, PEAK_WIDE_BATCH), above[~widened[above]])
             d, j = _search(index, patches[todo], PEAK_WIDE_K, exclude)
             closer = d[:, 0] < dist[todo]
             dist[todo[closer]], ids[todo[closer]] = d[closer, 0], j[closer, 0]
             widened[todo] = True
-            continue
-        d, j = _search(exact, patches[head], 1, exclude)
-        dist[head], ids[head] = d[:, 0], j[:, 0]
-        refined[head] = True
         peak_budget, top_budget = 2 * peak_budget, 2 * top_budget
 
 
