@@ -265,16 +265,16 @@ def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, 
             unsettled[_patches_near(scored[~refined], grid, cells)] = True
             lower = smooth[~unsettled].max() if (~unsettled).any() else -np.inf
             open_at = np.flatnonzero(unsettled & (smooth > lower))
-            open_at = open_at[np.argsort(-smooth[open_at], kind="stable")]
             above = np.flatnonzero(~refined & (dist > dist[refined].max()))
-            above = above[np.argsort(-dist[above], kind="stable")[:top_budget]]
-            head = np.union1d(_open_patches(open_at, scored, refined, grid, peak_budget), above)
+            above = above[_highest(dist[above], top_budget)]
+            head = np.union1d(_open_patches(open_at, smooth, scored, refined, grid, peak_budget), above)
             if head.size == 0:
                 return dist, ids, refined
             if widened[head].all():
                 break
             # cheap first: tighter upper bounds from the graph itself
-            todo = np.union1d(_open_patches(open_at, scored, widened, grid, PEAK_WIDE_BATCH), above[~widened[above]])
+            todo = np.union1d(_open_patches(open_at, smooth, scored, widened, grid, PEAK_WIDE_BATCH),
+                              above[~widened[above]])
             d, j = _search(index, patches[todo], PEAK_WIDE_K, exclude)
             closer = d[:, 0] < dist[todo]
             dist[todo[closer]], ids[todo[closer]] = d[closer, 0], j[closer, 0]
@@ -282,16 +282,35 @@ def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, 
         peak_budget, top_budget = 2 * peak_budget, 2 * top_budget
 
 
-def _open_patches(open_by_bound, scored, skip, grid, budget: int) -> np.ndarray:
-    """The patches (indices into the scored rows) of the open cells ``open_by_bound`` (indices into
-    ``scored``, highest bound first) that ``skip`` does not mark: whole cells, in that order, until about
-    ``budget`` patches (at least those of the first cell that has any)."""
-    if open_by_bound.size == 0:
-        return np.zeros(0, np.int64)
+def _highest(values: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` largest ``values``, largest first (a partial sort when there are more)."""
+    if values.size > count:
+        part = np.argpartition(-values, count - 1)[:count]
+        return part[np.argsort(-values[part], kind="stable")]
+    return np.argsort(-values, kind="stable")
+
+
+def _open_patches(open_at, bound, scored, skip, grid, budget: int) -> np.ndarray:
+    """The patches (indices into the scored rows) of the open cells ``open_at`` (indices into ``scored``) that
+    ``skip`` does not mark: whole cells, highest ``bound`` first, until about ``budget`` patches (at least those
+    of the first cell that has any). Only as many of the highest cells as that needs are sorted."""
+    window = budget + 1
+    while True:
+        cells_first = open_at[_highest(bound[open_at], window)]
+        chosen, enough = _cell_patches(cells_first, scored, skip, grid, budget)
+        if enough or cells_first.size == open_at.size:
+            return chosen
+        window *= 4
+
+
+def _cell_patches(cells_first, scored, skip, grid, budget: int) -> tuple[np.ndarray, bool]:
+    """:func:`_open_patches` over the cells ``cells_first`` in their order, and whether they held ``budget``."""
+    if cells_first.size == 0:
+        return np.zeros(0, np.int64), True
     h, w = grid
     row_of = np.full(h * w, -1, np.int64)
     row_of[scored] = np.arange(scored.size)
-    r, c = np.divmod(scored[open_by_bound], w)
+    r, c = np.divmod(scored[cells_first], w)
     nr = r[:, None] + np.repeat(np.arange(-1, 2), 3)[None, :]
     nc = c[:, None] + np.tile(np.arange(-1, 2), 3)[None, :]
     inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
@@ -299,7 +318,7 @@ def _open_patches(open_by_bound, scored, skip, grid, budget: int) -> np.ndarray:
     todo = (near >= 0) & ~skip[np.maximum(near, 0)]
     counts = np.cumsum(todo.sum(axis=1))
     take = max(int(np.searchsorted(counts, budget, side="right")), int(np.searchsorted(counts, 0, side="right")) + 1)
-    return np.unique(near[:take][todo[:take]])
+    return np.unique(near[:take][todo[:take]]), bool(counts[-1] >= budget)
 
 
 def _smoothed(patch_map: np.ndarray, peak_sigma: float) -> np.ndarray:
