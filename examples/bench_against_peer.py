@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def worker(side: str, model: str, warmup: int) -> int:
 
 
 def _start(python: str, side: str, model: str, paths: list[Path], args) -> subprocess.Popen:
-    cmd = [python, os.path.abspath(__file__), "--worker", side, model, "-", "--warmup", str(args.warmup)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    proc.stdin.write(json.dumps([str(p) for p in paths]) + "\n")
+    cmd = [python, os.path.abspath(__file__), "--worker", side, os.path.abspath(model), "-", "--warmup",
+           str(args.warmup)]
+    # a scratch working folder: anomalib's inferencer leaves an openvino_cache folder in it
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+    proc.stdin.write(json.dumps([str(p.resolve()) for p in paths]) + "\n")
     proc.stdin.flush()
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
