@@ -147,12 +147,30 @@ def _patch_of_cell(cell: int, cells: np.ndarray | None) -> int:
 
 def _patches_near(marked: np.ndarray, grid: tuple[int, int], cells: np.ndarray | None) -> np.ndarray:
     """The scored patches (indices into the scored rows) in the 3 x 3 neighbourhoods of the ``marked`` flat
-    cells: what the smoothed map reads at those cells."""
+    cells: what the smoothed map reads at those cells. One dilation of the grid (the union of thousands of
+    cells costs less so than through :func:`_cell_neighbours`, which keeps each cell's own patches)."""
     h, w = grid
     mask = np.zeros(h * w, np.uint8)
     mask[marked] = 1
     near = cv2.dilate(mask.reshape(h, w), np.ones((PEAK_KERNEL, PEAK_KERNEL), np.uint8)).ravel() > 0
     return np.flatnonzero(near) if cells is None else np.flatnonzero(near[cells])
+
+
+def _cell_neighbours(flat_cells: np.ndarray, grid: tuple[int, int], cells: np.ndarray | None) -> np.ndarray:
+    """(n, 9) int64: the scored patch (index into the scored rows) at each of the 3 x 3 cells around each of
+    ``flat_cells``, -1 where that cell lies outside the grid or is not scored (the smoothed map's border reflects,
+    so a cell reads only these)."""
+    h, w = grid
+    if cells is None:
+        row_of = np.arange(h * w, dtype=np.int64)
+    else:
+        row_of = np.full(h * w, -1, np.int64)
+        row_of[cells] = np.arange(cells.size)
+    r, c = np.divmod(flat_cells, w)
+    nr = r[:, None] + np.repeat(np.arange(-1, 2), 3)[None, :]
+    nc = c[:, None] + np.tile(np.arange(-1, 2), 3)[None, :]
+    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
+    return np.where(inside, row_of[np.clip(nr, 0, h - 1) * w + np.clip(nc, 0, w - 1)], -1)
 
 
 def _extend_rectangle(patch_map: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -267,13 +285,13 @@ def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, 
             open_at = np.flatnonzero(unsettled & (smooth > lower))
             above = np.flatnonzero(~refined & (dist > dist[refined].max()))
             above = above[_highest(dist[above], top_budget)]
-            head = np.union1d(_open_patches(open_at, smooth, scored, refined, grid, peak_budget), above)
+            head = np.union1d(_open_patches(open_at, smooth, cells, refined, grid, peak_budget), above)
             if head.size == 0:
                 return dist, ids, refined
             if widened[head].all():
                 break
             # cheap first: tighter upper bounds from the graph itself
-            todo = np.union1d(_open_patches(open_at, smooth, scored, widened, grid, PEAK_WIDE_BATCH),
+            todo = np.union1d(_open_patches(open_at, smooth, cells, widened, grid, PEAK_WIDE_BATCH),
                               above[~widened[above]])
             d, j = _search(index, patches[todo], PEAK_WIDE_K, exclude)
             closer = d[:, 0] < dist[todo]
@@ -290,31 +308,24 @@ def _highest(values: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-values, kind="stable")
 
 
-def _open_patches(open_at, bound, scored, skip, grid, budget: int) -> np.ndarray:
-    """The patches (indices into the scored rows) of the open cells ``open_at`` (indices into ``scored``) that
+def _open_patches(open_at, bound, cells, skip, grid, budget: int) -> np.ndarray:
+    """The patches (indices into the scored rows) of the open cells ``open_at`` (indices into the scored rows) that
     ``skip`` does not mark: whole cells, highest ``bound`` first, until about ``budget`` patches (at least those
     of the first cell that has any). Only as many of the highest cells as that needs are sorted."""
     window = budget + 1
     while True:
         cells_first = open_at[_highest(bound[open_at], window)]
-        chosen, enough = _cell_patches(cells_first, scored, skip, grid, budget)
+        chosen, enough = _cell_patches(cells_first, cells, skip, grid, budget)
         if enough or cells_first.size == open_at.size:
             return chosen
         window *= 4
 
 
-def _cell_patches(cells_first, scored, skip, grid, budget: int) -> tuple[np.ndarray, bool]:
+def _cell_patches(cells_first, cells, skip, grid, budget: int) -> tuple[np.ndarray, bool]:
     """:func:`_open_patches` over the cells ``cells_first`` in their order, and whether they held ``budget``."""
     if cells_first.size == 0:
         return np.zeros(0, np.int64), True
-    h, w = grid
-    row_of = np.full(h * w, -1, np.int64)
-    row_of[scored] = np.arange(scored.size)
-    r, c = np.divmod(scored[cells_first], w)
-    nr = r[:, None] + np.repeat(np.arange(-1, 2), 3)[None, :]
-    nc = c[:, None] + np.tile(np.arange(-1, 2), 3)[None, :]
-    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
-    near = np.where(inside, row_of[np.clip(nr, 0, h - 1) * w + np.clip(nc, 0, w - 1)], -1)
+    near = _cell_neighbours(cells_first if cells is None else cells[cells_first], grid, cells)
     todo = (near >= 0) & ~skip[np.maximum(near, 0)]
     counts = np.cumsum(todo.sum(axis=1))
     take = max(int(np.searchsorted(counts, budget, side="right")), int(np.searchsorted(counts, 0, side="right")) + 1)

@@ -82,17 +82,6 @@ def _round(proc: subprocess.Popen) -> list[float]:
     return [1000.0 * s for s in json.loads(line)]
 
 
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-
-
-def _p95(values: list[float]) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, -(-95 * len(v) // 100) - 1))]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="our model dir (or, with --worker peer, the peer's model.xml)")
@@ -109,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.peer_python and args.peer_model):
         p.error("--peer-python and --peer-model are required")
     from apc_edge.calibration.dataset import list_images
+    from apc_edge.cli.bench import stats
 
     paths = [path for folder in args.folders for path in list_images(folder)][:args.frames or None]
     if not paths:
@@ -124,16 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             for side in order:
                 ms = _round(sides[side])
                 times[side] += ms
-                medians[side] = _median(ms)
+                medians[side] = stats(ms)["median"]
             print(f"round {r + 1} ({' then '.join(order)}): ours {medians['ours']:.1f} ms, peer "
                   f"{medians['peer']:.1f} ms, ratio {medians['peer'] / medians['ours']:.2f}x")
     finally:
         for proc in sides.values():
             proc.stdin.close()
             proc.wait(timeout=60)
-    ours, peer = times["ours"], times["peer"]
-    print(f"ours: median {_median(ours):.1f} ms, p95 {_p95(ours):.1f} ms; peer: median {_median(peer):.1f} ms, "
-          f"p95 {_p95(peer):.1f} ms; ratio {_median(peer) / _median(ours):.2f}x (p95 {_p95(peer) / _p95(ours):.2f}x)")
+    ours, peer = stats(times["ours"]), stats(times["peer"])
+    print(f"ours: median {ours['median']:.1f} ms, p95 {ours['p95']:.1f} ms; peer: median {peer['median']:.1f} ms, "
+          f"p95 {peer['p95']:.1f} ms; ratio {peer['median'] / ours['median']:.2f}x "
+          f"(p95 {peer['p95'] / ours['p95']:.2f}x)")
     print(f"load after: {os.getloadavg()}")
     return 0
 
