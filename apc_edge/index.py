@@ -18,6 +18,7 @@ portable build.
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from .hnsw_file import check_index
 from .model_files import private_copy
+from .projected_bound import ProjectedBound
 
 
 class _ProcessPool:
@@ -96,12 +98,19 @@ class ExactIndex(NeighbourIndex):
     it (1.7x on 4096 queries against 40 000 rows, 1.4x on a leave-one-out image). A check with an HNSW
     index refines at most a few dozen patches exactly and never builds that copy.
 
+    A batch of fewer than ``AUGMENT_FROM`` queries with ``k`` = 1 against ``BOUND_MIN_ROWS`` bank rows or more
+    (the refinement of an approximate search, :mod:`apc_edge.scoring`) is searched through a lower bound
+    from the bank's principal axes (:class:`~apc_edge.projected_bound.ProjectedBound`, built on first use
+    or by :meth:`prepare_bound`; 50 floats a row beside the bank's 128): the rows it cannot rule out are
+    compared in full, and ``upper`` (an approximate search's distances) tightens it. The answers are exact.
+
     ``threads`` >= 2: a batch of fewer than ``AUGMENT_FROM`` queries (an HNSW check's refinement) against
     ``SPLIT_MIN_ROWS`` bank rows or more is searched in that many contiguous parts of the bank at once, one
     thread each (numpy releases the GIL in the product), for the Inspector, whose BLAS stays on one thread
     beside an HNSW index (:mod:`apc_edge.threads`). Such a product reads the whole bank for few queries and
     is bound by memory: 16 queries against a 40 000 x 128 column-major bank took 2.9-3.7 ms on one thread
-    and 1.8-2.5 ms on two (alternating in one process). The answers are the same.
+    and 1.8-2.5 ms on two (alternating in one process). The bound's product is split the same way. The
+    answers are the same.
     """
 
     name = "exact"
@@ -109,18 +118,21 @@ class ExactIndex(NeighbourIndex):
     QUERY_CHUNK = 2048      # queries per pass
     BANK_CHUNK = 4096       # bank rows per block: the temporary is at most 32 MB
     SPLIT_MIN_ROWS = 8192   # bank rows from which ``threads`` split a small batch
+    BOUND_MIN_ROWS = 8192   # bank rows from which a small batch's nearest rows are found through the bound
 
     def __init__(self, bank: np.ndarray, chunk: int | None = None, threads: int = 1):
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"memory bank must be a non-empty (N, D) array, got shape {bank.shape}")
         bank = np.asarray(bank, dtype=np.float32)
-        # kept as given when contiguous either way: a column-major bank (the Inspector's with HNSW) makes each
-        # block of rows a contiguous (D, rows) operand, faster for the few queries of a refinement
+        # kept as given when contiguous either way (a column-major bank makes each block of rows a contiguous
+        # (D, rows) operand); the Inspector's is row-major, as the bound's full comparisons gather rows
         self.bank = bank if bank.flags.c_contiguous or bank.flags.f_contiguous else np.ascontiguousarray(bank)
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
         self.chunk = int(chunk or self.BANK_CHUNK)
         self.threads = max(1, int(threads))
         self._augmented: np.ndarray | None = None
+        self._bound: ProjectedBound | None = None
+        self._bound_lock = threading.Lock()
         self._pool = _ProcessPool("exact")
 
     @property
@@ -135,9 +147,20 @@ class ExactIndex(NeighbourIndex):
             self._augmented = rows
         return self._augmented
 
-    def search(self, queries: np.ndarray, k: int = 1,
-               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest bank rows; rows listed in ``exclude`` are never returned (leave-one-out scoring)."""
+    def prepare_bound(self) -> int:
+        """Build the lower bound's table now (not at the first small search); returns its bytes, 0 if none."""
+        if self.size < self.BOUND_MIN_ROWS:
+            return 0
+        with self._bound_lock:
+            if self._bound is None:
+                self._bound = ProjectedBound(self.bank)
+        return self._bound.nbytes
+
+    def search(self, queries: np.ndarray, k: int = 1, exclude: np.ndarray | None = None,
+               upper: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest bank rows; rows listed in ``exclude`` are never returned (leave-one-out scoring).
+        ``upper`` (k = 1): distances each query's nearest row is known to lie within, e.g. an approximate
+        search's answers; they only speed the search up."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
@@ -148,6 +171,12 @@ class ExactIndex(NeighbourIndex):
         k = min(k, self.size - (0 if exclude is None else exclude.size))
         if k < 1:
             raise ValueError("nothing left to search: every bank row is excluded")
+        if k == 1 and q.shape[0] < self.AUGMENT_FROM and self.prepare_bound():
+            parts = self._split_rows(q.shape[0])
+            found = self._bound.nearest(q, upper, exclude, parts, self._pool.get(self.threads) if len(parts) > 1
+                                        else None)
+            if found is not None:
+                return found[0][:, None], found[1][:, None]
         q_sq = np.einsum("ij,ij->i", q, q)[:, None]
         if q.shape[0] >= self.AUGMENT_FROM:
             bank_rows = self._augmented_bank()

@@ -95,10 +95,12 @@ class Inspector:
         # approximate search: the top patches are searched again exactly, so the image score is exact
         self.refine_top = m.index.refine_top
         self.index: NeighbourIndex = index if isinstance(index, NeighbourIndex) else model.index
-        # column-major with an HNSW index from the loader (see open_model_dir); kept so for an index passed in
-        self.bank = np.asfortranarray(model.bank) if self.index.approximate else model.bank
-        # the refinement's exact passes split the bank over the index's threads (BLAS stays on one beside it)
+        self.bank = model.bank
+        # the refinement's exact passes split the bank over the index's threads (BLAS stays on one beside it),
+        # through a lower bound built now rather than in the first check
         self._exact = ExactIndex(self.bank, threads=_search_threads(plan)) if self.index.approximate else None
+        if self._exact is not None:
+            self._exact.prepare_bound()
         self._landmarks = landmark_index(self.bank) if self.index.approximate else None
         self.bank_neighbours = model.bank_neighbours     # Eq. 7's neighbourhoods, when the export stored them
         if plan is not None:

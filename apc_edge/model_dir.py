@@ -62,11 +62,6 @@ def open_model_dir(model_dir: str | Path, device: str = "CPU", index: str = "man
                                                       *([neighbours_file] if neighbours_file else [])})
     bank, dtype, max_norm = read_bank(blobs.pop(m.memory_bank.file), _where(m, m.memory_bank.file), m.embedding_dim)
     _check_bank_fields(m, bank, dtype)
-    if hnsw:
-        # the exact refinement compares a few patches with blocks of rows: column-major, each block is one
-        # contiguous operand (16 patches against 40 000 rows: 7.3-8.3 -> 4.9-5.2 ms). Made here, while the
-        # file's bytes are the only other copy, so their 20 MB are gone before the index and the graph load
-        bank = np.asfortranarray(bank)
     neighbours = (read_bank_neighbours(blobs.pop(neighbours_file), _where(m, neighbours_file), bank.shape[0],
                                        m.scoring.num_neighbours) if neighbours_file else None)
     limit = threshold_limit(max_norm)

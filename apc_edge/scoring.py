@@ -59,6 +59,14 @@ def _search(index: NeighbourIndex, queries: np.ndarray, k: int, exclude: np.ndar
     return index.search(queries, k=k) if exclude is None else index.search(queries, k=k, exclude=exclude)
 
 
+def _search_exact(exact: NeighbourIndex, queries: np.ndarray, exclude: np.ndarray | None, upper: np.ndarray):
+    """Each query's nearest row in ``exact``, which ``upper`` (distances to rows already found) helps an
+    :class:`ExactIndex` rule rows out by."""
+    if isinstance(exact, ExactIndex):
+        return exact.search(queries, k=1, exclude=exclude, upper=upper)
+    return _search(exact, queries, 1, exclude)
+
+
 def eq7_weight(test_patch: np.ndarray, nearest_id: int, bank: np.ndarray, index: NeighbourIndex,
                num_neighbours: int, exclude: np.ndarray | None = None,
                neighbours: np.ndarray | None = None) -> float:
@@ -228,7 +236,7 @@ def _refine_top(patches, dist, ids, exact, top, exclude, landmarks) -> tuple[np.
     todo = np.argsort(-dist, kind="stable")[:want]
     while True:
         if todo.size:
-            d, j = _search(exact, patches[todo], 1, exclude)
+            d, j = _search_exact(exact, patches[todo], exclude, dist[todo])
             dist[todo], ids[todo] = d[:, 0], j[:, 0]
             refined[todo] = True
         above = np.flatnonzero(~refined & (dist > dist[refined].max()))
@@ -274,7 +282,7 @@ def _refine_map_peak(patches, dist, ids, index, exact, top, exclude, landmarks, 
     head = np.union1d(np.argsort(-dist, kind="stable")[:top_budget], _patches_near(np.array([peak_cell]), grid, cells))
     refined, widened = np.zeros(dist.size, bool), np.zeros(dist.size, bool)
     while True:
-        d, j = _search(exact, patches[head], 1, exclude)
+        d, j = _search_exact(exact, patches[head], exclude, dist[head])
         dist[head], ids[head] = d[:, 0], j[:, 0]
         refined[head] = widened[head] = True
         while True:
