@@ -21,7 +21,8 @@ import numpy as np
 
 AXES_SHARE = 3 / 8        # of the embedding's dimensions: the bound's principal axes (48 of 128)
 MAX_PAIRS_SHARE = 1 / 16  # of queries x rows: beyond that many rows left to compare, a full pass costs less
-BUILD_BLOCK = 8192        # bank rows at a time while the table is built
+PRODUCT_BLOCK = 8192      # bank rows per product of a search (64 queries: a 2 MB temporary)
+BUILD_BLOCK = 2048        # bank rows at a time while the table is built (8192: 16 MB more peak RSS at load)
 MARGIN = 1e-5             # x (|q|^2 + the largest |b|^2): float32 rounding of the bound, with room
 
 
@@ -105,20 +106,32 @@ class ProjectedBound:
         return np.sqrt(best_sq), best_row
 
     def _part(self, q, q_rows, q_sq, slack, upper_sq, exclude, lo: int, hi: int):
-        """(query, row, squared distance) of the rows ``lo:hi`` the bound leaves for each query, or None."""
-        bound = q_rows @ self.table[:, lo:hi]                  # lower bound^2 - |q|^2 (centred)
-        if exclude is not None:
-            cols = exclude[(exclude >= lo) & (exclude < hi)] - lo
-            bound[:, cols] = np.inf
-        lowest = np.argmin(bound, axis=1)
-        reach = np.einsum("ij,ij->i", q - self.bank[lowest + lo], q - self.bank[lowest + lo])
-        reach[~np.isfinite(bound[np.arange(q.shape[0]), lowest])] = np.inf    # every row of the part excluded
-        if upper_sq is not None:
-            reach = np.minimum(reach, upper_sq)
-        limit = np.where(np.isfinite(reach), reach - q_sq + slack, -np.inf)
-        flat = np.flatnonzero(bound <= limit[:, None])
-        if flat.size > MAX_PAIRS_SHARE * bound.size:
-            return None
-        query_of, col = np.divmod(flat, hi - lo)
-        diff = q[query_of] - self.bank[col + lo]
-        return query_of, col + lo, np.einsum("ij,ij->i", diff, diff)
+        """(query, row, squared distance) of the rows ``lo:hi`` the bound leaves for each query, or None.
+
+        Taken ``PRODUCT_BLOCK`` rows at a time, so the bound's temporary stays a few MB for any batch; each
+        block's lowest-bound row, compared in full, can only lower the reach the next blocks are held to."""
+        reach = np.full(q.shape[0], np.inf, np.float32) if upper_sq is None else upper_sq.copy()
+        budget = MAX_PAIRS_SHARE * q.shape[0] * (hi - lo)
+        kept: list[tuple[np.ndarray, np.ndarray]] = []
+        count = 0
+        for start in range(lo, hi, PRODUCT_BLOCK):
+            stop = min(hi, start + PRODUCT_BLOCK)
+            bound = q_rows @ self.table[:, start:stop]           # lower bound^2 - |q|^2 (centred)
+            if exclude is not None:
+                bound[:, exclude[(exclude >= start) & (exclude < stop)] - start] = np.inf
+            lowest = np.argmin(bound, axis=1)
+            diff = q - self.bank[lowest + start]
+            lowest_sq = np.einsum("ij,ij->i", diff, diff)
+            lowest_sq[~np.isfinite(bound[np.arange(q.shape[0]), lowest])] = np.inf    # whole block excluded
+            np.minimum(reach, lowest_sq, out=reach)
+            limit = np.where(np.isfinite(reach), reach - q_sq + slack, -np.inf)
+            flat = np.flatnonzero(bound <= limit[:, None])
+            count += flat.size
+            if count > budget:
+                return None
+            kept.append(np.divmod(flat, stop - start))
+            kept[-1][1][:] += start
+        query_of = np.concatenate([k[0] for k in kept])
+        row_of = np.concatenate([k[1] for k in kept])
+        diff = q[query_of] - self.bank[row_of]
+        return query_of, row_of, np.einsum("ij,ij->i", diff, diff)
